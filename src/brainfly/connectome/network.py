@@ -1,0 +1,157 @@
+"""The in-memory connectome: neuron list plus CSR connectivity.
+
+Model index ``idx`` = row of the neuron list (the Completeness file's row order);
+``flywire_id`` = FlyWire root ID (int64). Functions say which one they take.
+
+Connectivity is stored presynaptic-major (CSR): the outgoing connections of neuron
+``idx`` are ``post_idx[indptr[idx]:indptr[idx+1]]`` with signed synapse counts
+``weight[...]`` (``Excitatory x Connectivity``; multiply by ``w_syn`` for volts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnknownNeuronError
+
+__all__ = ["Connectome"]
+
+
+@dataclass(eq=False)
+class Connectome:
+    """A connectome ready for simulation.
+
+    Parameters
+    ----------
+    flywire_ids : int64 array, shape (n_neurons,)
+        FlyWire root ID of each model neuron, in model-index order.
+    indptr : int64 array, shape (n_neurons + 1,)
+        CSR row pointer over presynaptic neurons.
+    post_idx : int32 array, shape (n_connections,)
+        Postsynaptic model index of each connection.
+    weight : float64 array, shape (n_connections,)
+        Signed synapse count of each connection (``Excitatory x Connectivity``).
+    name : str
+        Dataset name: ``flywire-783``, ``flywire-630``, ``synthetic-...`` or a folder.
+    synthetic : bool
+        True for generated connectomes; every display of results says so.
+    annotations : pandas.DataFrame or None
+        Optional per-neuron table indexed by flywire_id (cell type, class, ...).
+    meta : dict
+        Provenance: source files and their SHA-256, generator seed, ...
+    """
+
+    flywire_ids: np.ndarray
+    indptr: np.ndarray
+    post_idx: np.ndarray
+    weight: np.ndarray
+    name: str = "unnamed"
+    synthetic: bool = False
+    annotations: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    _id_to_idx: dict[int, int] | None = field(default=None, repr=False)
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def n_neurons(self) -> int:
+        """Number of model neurons."""
+        return int(self.flywire_ids.shape[0])
+
+    @property
+    def n_connections(self) -> int:
+        """Number of (pre, post) connections."""
+        return int(self.post_idx.shape[0])
+
+    @property
+    def n_synapses(self) -> int:
+        """Total number of synapses (sum of absolute signed counts)."""
+        return int(np.abs(self.weight).sum())
+
+    @property
+    def label(self) -> str:
+        """Human label, marked SYNTHETIC for generated connectomes."""
+        return f"{self.name} (SYNTHETIC connectome)" if self.synthetic else self.name
+
+    @property
+    def pre_idx(self) -> np.ndarray:
+        """Presynaptic model index of each connection (int32, expanded from indptr)."""
+        counts = np.diff(self.indptr)
+        return np.repeat(np.arange(self.n_neurons, dtype=np.int32), counts)
+
+    # ---------------------------------------------------------------- lookup
+    def idx_of(self, flywire_ids: Any) -> np.ndarray:
+        """Model indices (int64) of the given FlyWire IDs.
+
+        Raises
+        ------
+        UnknownNeuronError
+            If an ID is not in this connectome.
+        """
+        if self._id_to_idx is None:
+            self._id_to_idx = {int(f): i for i, f in enumerate(self.flywire_ids.tolist())}
+        ids = np.atleast_1d(np.asarray(flywire_ids, dtype=np.int64))
+        out = np.empty(ids.shape[0], dtype=np.int64)
+        for k, fid in enumerate(ids.tolist()):
+            try:
+                out[k] = self._id_to_idx[fid]
+            except KeyError:
+                raise UnknownNeuronError(
+                    f"FlyWire ID {fid} is not a neuron of connectome {self.label}"
+                ) from None
+        return out
+
+    def __contains__(self, flywire_id: object) -> bool:
+        if self._id_to_idx is None:
+            self.idx_of(np.empty(0, dtype=np.int64))
+        try:
+            return int(flywire_id) in self._id_to_idx  # type: ignore[operator,arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def validate_arrays(self) -> None:
+        """Check CSR structure (used by loaders and the generator; raises DataError)."""
+        from ..errors import DataError
+
+        n = self.n_neurons
+        if self.indptr.shape != (n + 1,) or self.indptr[0] != 0 or self.indptr[-1] != self.post_idx.shape[0]:
+            raise DataError(f"connectome {self.name}: CSR row pointer is inconsistent with {n} neurons")
+        if np.any(np.diff(self.indptr) < 0):
+            raise DataError(f"connectome {self.name}: CSR row pointer decreases")
+        if self.post_idx.shape != self.weight.shape:
+            raise DataError(f"connectome {self.name}: post_idx and weight lengths differ")
+        if self.post_idx.size and (self.post_idx.min() < 0 or self.post_idx.max() >= n):
+            raise DataError(f"connectome {self.name}: postsynaptic index out of range 0..{n - 1}")
+
+    @classmethod
+    def from_edges(
+        cls,
+        flywire_ids: Any,
+        pre_idx: Any,
+        post_idx: Any,
+        weight: Any,
+        **kwargs: Any,
+    ) -> "Connectome":
+        """Build from edge lists (any order; sorted stably by presynaptic index).
+
+        Parameters
+        ----------
+        flywire_ids : array-like of int64, shape (n_neurons,)
+        pre_idx, post_idx : array-like of int, shape (n_connections,)
+            Model indices.
+        weight : array-like of float, shape (n_connections,)
+            Signed synapse counts.
+        """
+        fids = np.asarray(flywire_ids, dtype=np.int64)
+        pre = np.asarray(pre_idx, dtype=np.int64)
+        post = np.asarray(post_idx, dtype=np.int32)
+        w = np.asarray(weight, dtype=np.float64)
+        order = np.argsort(pre, kind="stable")
+        counts = np.bincount(pre, minlength=fids.shape[0]) if pre.size else np.zeros(fids.shape[0], np.int64)
+        indptr = np.zeros(fids.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        net = cls(fids, indptr, np.ascontiguousarray(post[order]), np.ascontiguousarray(w[order]), **kwargs)
+        net.validate_arrays()
+        return net

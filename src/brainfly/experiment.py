@@ -1,0 +1,361 @@
+"""Experiments: which neurons are driven (several stimulus sets), which are silenced,
+for how long, how many trials, with which seed and model parameters.
+
+Times at this boundary are in seconds (``t_run``) as the paper and its users write
+them; rates in Hz. An :class:`Experiment` holds neuron *specs* (FlyWire IDs or names);
+:meth:`Experiment.resolve` turns them into model indices for one connectome and refuses
+unknown neurons before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+import math
+from pathlib import Path
+import tomllib
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import ValidationError
+from .params import ModelParams
+
+__all__ = [
+    "StimulusSet",
+    "Experiment",
+    "ResolvedExperiment",
+    "SUGAR_GRNS_783",
+    "BUILTIN_EXPERIMENTS",
+    "builtin_experiment",
+    "load_experiment",
+    "SILENCE_MODES",
+]
+
+#: The 21 sugar gustatory receptor neurons (v783, Codex type LB3) of the reference benchmark.
+SUGAR_GRNS_783: tuple[int, ...] = (
+    720575940624963786, 720575940630233916, 720575940637568838, 720575940638202345,
+    720575940617000768, 720575940630797113, 720575940632889389, 720575940621754367,
+    720575940621502051, 720575940640649691, 720575940639332736, 720575940616885538,
+    720575940639198653, 720575940639259967, 720575940617937543, 720575940632425919,
+    720575940633143833, 720575940612670570, 720575940628853239, 720575940629176663,
+    720575940611875570,
+)
+
+#: ``outgoing``: zero the silenced neurons' outgoing synapses (the paper's code, default);
+#: ``both``: also zero their incoming synapses (the paper's README wording).
+SILENCE_MODES = ("outgoing", "both")
+
+NeuronSpec = int | str
+
+
+def _as_specs(values: Iterable[NeuronSpec] | NeuronSpec, owner: str) -> tuple[NeuronSpec, ...]:
+    if isinstance(values, (str, int, np.integer)):
+        values = [values]
+    out: list[NeuronSpec] = []
+    for v in values:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            out.append(int(v))
+        elif isinstance(v, str) and v.strip():
+            s = v.strip()
+            out.append(int(s) if s.isdigit() else s)
+        else:
+            raise ValidationError(f"{owner}: a neuron must be a FlyWire ID or a name (got {v!r})")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class StimulusSet:
+    """A set of neurons driven by independent Poisson inputs at one rate.
+
+    Parameters
+    ----------
+    neurons : tuple of int or str
+        FlyWire IDs or names (cell types, paper names such as ``P9``).
+    rate_hz : float
+        Poisson rate of each neuron's input, Hz (>= 0; at most 1/dt).
+    label : str
+        Optional name shown in summaries.
+    """
+
+    neurons: tuple[NeuronSpec, ...]
+    rate_hz: float
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "neurons", _as_specs(self.neurons, "StimulusSet.neurons"))
+        if not self.neurons:
+            raise ValidationError("StimulusSet.neurons: needs at least one neuron (got none)")
+        r = self.rate_hz
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+            raise ValidationError(f"StimulusSet.rate_hz: must be a finite rate >= 0 Hz (got {r!r})")
+        object.__setattr__(self, "rate_hz", float(r))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One simulated experiment: stimulus sets, silenced neurons, duration, trials, seed.
+
+    Parameters
+    ----------
+    name : str
+        Written to the ``exp_name`` column of the results.
+    stimuli : tuple of StimulusSet
+        Any number of sets; a neuron may belong to one set only.
+    silenced : tuple of int or str
+        Neurons whose synapses are zeroed (see ``silence_mode``).
+    silence_mode : {"outgoing", "both"}
+        ``outgoing`` (default) as the paper's code; ``both`` also zeroes incoming synapses.
+    t_run : float
+        Simulated duration of each trial, seconds (> 0).
+    n_trials : int
+        Number of independent trials (>= 1).
+    seed : int
+        Seed of the Poisson input; the same seed gives the same spikes.
+    params : ModelParams
+        Model parameters (the paper's by default).
+    input_schedule : str or None
+        Path of an explicit input schedule (parquet/CSV, see :mod:`brainfly.schedule`)
+        that replaces the Poisson draws; its neurons become the activated set.
+    """
+
+    name: str = "experiment"
+    stimuli: tuple[StimulusSet, ...] = ()
+    silenced: tuple[NeuronSpec, ...] = ()
+    silence_mode: str = "outgoing"
+    t_run: float = 1.0
+    n_trials: int = 1
+    seed: int = 0
+    params: ModelParams = field(default_factory=ModelParams)
+    input_schedule: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stimuli", tuple(self.stimuli))
+        object.__setattr__(self, "silenced", _as_specs(self.silenced, "Experiment.silenced") if self.silenced else ())
+        if not isinstance(self.name, str) or not self.name:
+            raise ValidationError(f"Experiment.name: must be a non-empty string (got {self.name!r})")
+        for s in self.stimuli:
+            if not isinstance(s, StimulusSet):
+                raise ValidationError(f"Experiment.stimuli: items must be StimulusSet (got {type(s).__name__})")
+        if self.silence_mode not in SILENCE_MODES:
+            raise ValidationError(
+                f"Experiment.silence_mode: must be one of {SILENCE_MODES} (got {self.silence_mode!r})"
+            )
+        t = self.t_run
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValidationError(f"Experiment.t_run: must be > 0 s (got {t!r})")
+        object.__setattr__(self, "t_run", float(t))
+        n_steps_f = self.t_run / self.params.dt_s
+        if abs(n_steps_f - round(n_steps_f)) > 1e-6 * max(1.0, n_steps_f):
+            raise ValidationError(
+                f"Experiment.t_run: must be a whole number of steps of dt={self.params.dt_ms} ms "
+                f"(got {self.t_run} s = {n_steps_f:g} steps)"
+            )
+        n = self.n_trials
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValidationError(f"Experiment.n_trials: must be an integer >= 1 (got {n!r})")
+        object.__setattr__(self, "n_trials", int(n))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValidationError(f"Experiment.seed: must be an integer >= 0 (got {self.seed!r})")
+        object.__setattr__(self, "seed", int(self.seed))
+        if not isinstance(self.params, ModelParams):
+            raise ValidationError("Experiment.params: must be a ModelParams")
+        max_rate = 1.0 / self.params.dt_s
+        for s in self.stimuli:
+            if s.rate_hz > max_rate:
+                raise ValidationError(
+                    f"StimulusSet.rate_hz: {s.rate_hz} Hz exceeds 1/dt = {max_rate:g} Hz "
+                    "(PoissonInput with N=1 gives at most one kick per step)"
+                )
+        if not self.stimuli and self.input_schedule is None:
+            raise ValidationError(
+                "Experiment: nothing drives the network; give at least one stimulus set "
+                "(--stimulate IDS@HZ) or an input schedule (--input-schedule FILE)"
+            )
+        if self.input_schedule is not None:
+            object.__setattr__(self, "input_schedule", str(self.input_schedule))
+
+    @property
+    def n_steps(self) -> int:
+        """Number of time steps of one trial."""
+        return self.params.n_steps(self.t_run)
+
+    def with_(self, **changes: Any) -> "Experiment":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (TOML/JSON-compatible) saved with the results."""
+        return {
+            "name": self.name,
+            "stimuli": [
+                {"neurons": list(s.neurons), "rate_hz": s.rate_hz, "label": s.label} for s in self.stimuli
+            ],
+            "silenced": list(self.silenced),
+            "silence_mode": self.silence_mode,
+            "t_run": self.t_run,
+            "n_trials": self.n_trials,
+            "seed": self.seed,
+            "params": self.params.to_dict(),
+            "input_schedule": self.input_schedule,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "experiment") -> "Experiment":
+        """Build from the plain-dict form (as written by :meth:`to_dict` or a TOML file)."""
+        known = {"name", "stimuli", "stimulus", "silenced", "silence_mode", "t_run", "n_trials", "seed",
+                 "params", "input_schedule"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValidationError(f"{source}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(known)}")
+        raw_sets = d.get("stimuli", d.get("stimulus", []))
+        stimuli = []
+        for k, s in enumerate(raw_sets):
+            if not isinstance(s, dict) or "neurons" not in s or "rate_hz" not in s:
+                raise ValidationError(f"{source}: stimuli[{k}] needs 'neurons' and 'rate_hz' (got {s!r})")
+            stimuli.append(StimulusSet(tuple(s["neurons"]), s["rate_hz"], s.get("label", "")))
+        kwargs = {k: d[k] for k in ("name", "silence_mode", "t_run", "n_trials", "seed", "input_schedule") if k in d}
+        return cls(
+            stimuli=tuple(stimuli),
+            silenced=tuple(d.get("silenced", ())),
+            params=ModelParams.from_dict(d.get("params", {})),
+            **kwargs,
+        )
+
+    def resolve(self, connectome: Any) -> "ResolvedExperiment":
+        """Resolve neuron specs to model indices of *connectome* and check consistency.
+
+        Raises
+        ------
+        UnknownNeuronError
+            For an unknown ID or name (with close matches).
+        ValidationError
+            If a neuron is in two stimulus sets, or both stimulated and silenced.
+        """
+        from .connectome.lookup import resolve_neurons
+
+        stim_idx = [resolve_neurons(connectome, s.neurons, owner=f"stimulus set {k} ({s.label or s.rate_hz} Hz)")
+                    for k, s in enumerate(self.stimuli)]
+        silenced_idx = (resolve_neurons(connectome, self.silenced, owner="silenced set")
+                        if self.silenced else np.empty(0, np.int64))
+        seen: dict[int, int] = {}
+        for k, idx in enumerate(stim_idx):
+            for i in idx.tolist():
+                if i in seen and seen[i] != k:
+                    raise ValidationError(
+                        f"Experiment.stimuli: neuron {int(connectome.flywire_ids[i])} is in stimulus sets "
+                        f"{seen[i]} and {k}; a neuron can be driven at one rate only"
+                    )
+                seen[i] = k
+        both = set(seen) & set(silenced_idx.tolist())
+        if both:
+            ids = sorted(int(connectome.flywire_ids[i]) for i in both)
+            raise ValidationError(
+                f"Experiment: neuron(s) {ids[:5]} are both stimulated and silenced; remove them from one set"
+            )
+        return ResolvedExperiment(
+            experiment=self,
+            stim_idx=tuple(np.unique(i) for i in stim_idx),
+            rates_hz=tuple(s.rate_hz for s in self.stimuli),
+            silenced_idx=np.unique(silenced_idx),
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedExperiment:
+    """An experiment bound to a connectome: model indices instead of neuron specs."""
+
+    experiment: Experiment
+    stim_idx: tuple[np.ndarray, ...]  #: int64 model indices of each stimulus set
+    rates_hz: tuple[float, ...]  #: rate of each stimulus set, Hz
+    silenced_idx: np.ndarray  #: int64 model indices of silenced neurons
+
+    @property
+    def activated_idx(self) -> np.ndarray:
+        """All stimulated model indices (sorted, int64)."""
+        if not self.stim_idx:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate(self.stim_idx))
+
+    def rate_of_activated(self) -> tuple[np.ndarray, np.ndarray]:
+        """(idx, rate_hz) per stimulated neuron, sorted by idx."""
+        if not self.stim_idx:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        idx = np.concatenate(self.stim_idx)
+        rate = np.concatenate([np.full(len(i), r) for i, r in zip(self.stim_idx, self.rates_hz)])
+        order = np.argsort(idx, kind="stable")
+        return idx[order], rate[order]
+
+
+# -------------------------------------------------------------------- built-ins and TOML
+def _sugar() -> Experiment:
+    return Experiment(
+        name="sugar",
+        stimuli=(StimulusSet(SUGAR_GRNS_783, 200.0, "sugar GRNs"),),
+        t_run=1.0,
+        n_trials=30,
+    )
+
+
+def _p9() -> Experiment:
+    return Experiment(
+        name="p9",
+        stimuli=(StimulusSet((720575940627652358, 720575940635872101), 100.0, "P9"),),
+        t_run=1.0,
+        n_trials=30,
+    )
+
+
+#: Built-in experiments by name: ``sugar`` (21 sugar GRNs at 200 Hz) and ``p9`` (P9 pair at 100 Hz).
+BUILTIN_EXPERIMENTS = {"sugar": _sugar, "p9": _p9}
+
+
+def builtin_experiment(name: str) -> Experiment:
+    """Return a built-in experiment by name.
+
+    Raises
+    ------
+    ValidationError
+        For an unknown name, listing the built-ins.
+    """
+    try:
+        return BUILTIN_EXPERIMENTS[name]()
+    except KeyError:
+        from .errors import suggest
+
+        raise ValidationError(
+            f"unknown experiment {name!r}; built-in experiments are {sorted(BUILTIN_EXPERIMENTS)}, "
+            f"or give a TOML file.{suggest(name, BUILTIN_EXPERIMENTS)}"
+        ) from None
+
+
+def load_experiment(name_or_path: str | Path) -> Experiment:
+    """Load a built-in experiment by name, or an experiment TOML file.
+
+    The TOML file has top-level keys ``name``, ``t_run``, ``n_trials``, ``seed``,
+    ``silenced``, ``silence_mode``, ``input_schedule``, a ``[params]`` table and
+    ``[[stimuli]]`` tables with ``neurons`` and ``rate_hz``::
+
+        name = "sugar-100"
+        t_run = 1.0
+        n_trials = 30
+        [[stimuli]]
+        neurons = ["LB3"]
+        rate_hz = 100.0
+    """
+    p = Path(name_or_path)
+    if str(name_or_path) in BUILTIN_EXPERIMENTS:
+        return builtin_experiment(str(name_or_path))
+    if p.suffix.lower() == ".toml" or p.exists():
+        if not p.exists():
+            raise ValidationError(f"experiment file {p} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationError(f"experiment file {p}: not valid TOML ({exc})") from None
+        data.setdefault("name", p.stem)
+        if data.get("input_schedule"):
+            sched = Path(data["input_schedule"])
+            if not sched.is_absolute():
+                data["input_schedule"] = str(p.parent / sched)
+        return Experiment.from_dict(data, source=f"experiment file {p}")
+    return builtin_experiment(str(name_or_path))

@@ -1,0 +1,207 @@
+"""The external Poisson drive as explicit events, shared by all engines.
+
+An input schedule is a table of kicks: one row = one kick of ``f_poi * w_syn`` onto
+``v`` of one neuron in one step of one trial, applied where Brian2's ``PoissonInput``
+applies it (the ``synapses`` slot of that step: after the state update and the
+threshold test, before the reset). File columns: ``trial`` (int), ``flywire_id``
+(int64), ``step`` (int, 0-based). In memory, model indices ``idx`` are used.
+
+:func:`draw_poisson` is the one place where brainfly draws Poisson input itself
+(PoissonInput with N=1 is a Bernoulli draw with p = rate * dt in every step); engines
+that have no Poisson generator of their own consume its schedule, so the same seed gives
+the same input whatever the engine or the number of threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, ValidationError
+
+__all__ = ["InputSchedule", "trial_seed_sequence", "draw_poisson"]
+
+
+@dataclass(frozen=True)
+class InputSchedule:
+    """Kicks as parallel arrays, sorted by (trial, step, idx).
+
+    Parameters
+    ----------
+    trial : int32 array, shape (n_kicks,)
+    idx : int32 array, shape (n_kicks,)
+        Model index of the kicked neuron.
+    step : int64 array, shape (n_kicks,)
+        0-based step index.
+    """
+
+    trial: np.ndarray
+    idx: np.ndarray
+    step: np.ndarray
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.trial, dtype=np.int32)
+        i = np.asarray(self.idx, dtype=np.int32)
+        s = np.asarray(self.step, dtype=np.int64)
+        if not (t.shape == i.shape == s.shape) or t.ndim != 1:
+            raise ValidationError("InputSchedule: trial, idx and step must be 1-D arrays of equal length")
+        order = np.lexsort((i, s, t))
+        object.__setattr__(self, "trial", np.ascontiguousarray(t[order]))
+        object.__setattr__(self, "idx", np.ascontiguousarray(i[order]))
+        object.__setattr__(self, "step", np.ascontiguousarray(s[order]))
+
+    @property
+    def n_kicks(self) -> int:
+        """Number of kicks in all trials."""
+        return int(self.trial.shape[0])
+
+    @property
+    def activated_idx(self) -> np.ndarray:
+        """Model indices that receive at least one kick (sorted, int64)."""
+        return np.unique(self.idx).astype(np.int64)
+
+    def for_trial(self, trial: int) -> "InputSchedule":
+        """The kicks of one trial (trial column kept)."""
+        lo, hi = np.searchsorted(self.trial, [trial, trial + 1])
+        return InputSchedule(self.trial[lo:hi], self.idx[lo:hi], self.step[lo:hi])
+
+    def trial_bounds(self, n_trials: int) -> np.ndarray:
+        """int64 array (n_trials + 1,): kicks of trial k are ``[bounds[k], bounds[k+1])``."""
+        return np.searchsorted(self.trial, np.arange(n_trials + 1)).astype(np.int64)
+
+    def check(self, n_trials: int, n_steps: int, owner: str = "input schedule") -> None:
+        """Refuse kicks outside the trials or steps of the experiment."""
+        if self.n_kicks == 0:
+            return
+        if self.trial.min() < 0 or self.trial.max() >= n_trials:
+            raise ValidationError(
+                f"{owner}: trial numbers must lie in 0..{n_trials - 1} (got {self.trial.min()}..{self.trial.max()}); "
+                "raise --n-trials or drop those rows"
+            )
+        if self.step.min() < 0 or self.step.max() >= n_steps:
+            raise ValidationError(
+                f"{owner}: steps must lie in 0..{n_steps - 1} for this t_run (got {self.step.min()}..{self.step.max()})"
+            )
+
+    # ------------------------------------------------------------ file I/O
+    def to_frame(self, flywire_ids: np.ndarray) -> Any:
+        """DataFrame with the file columns ``trial``, ``flywire_id``, ``step``."""
+        import pandas as pd
+
+        return pd.DataFrame({
+            "trial": self.trial.astype(np.int64),
+            "flywire_id": np.asarray(flywire_ids, dtype=np.int64)[self.idx],
+            "step": self.step,
+        })
+
+    def write(self, path: str | Path, flywire_ids: np.ndarray) -> Path:
+        """Write as parquet (or CSV if the suffix is .csv), atomically."""
+        from .results import atomic_write
+
+        path = Path(path)
+        frame = self.to_frame(flywire_ids)
+        if path.suffix.lower() == ".csv":
+            atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+        else:
+            atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path, connectome: Any) -> "InputSchedule":
+        """Read a schedule file (parquet or CSV) and map FlyWire IDs to model indices.
+
+        Raises
+        ------
+        DataError
+            If the file cannot be read or lacks the columns ``trial``, ``flywire_id``, ``step``.
+        UnknownNeuronError
+            If a FlyWire ID is not in the connectome.
+        """
+        import pandas as pd
+
+        path = Path(path)
+        if not path.exists():
+            raise ValidationError(f"input schedule {path}: file does not exist")
+        try:
+            if path.suffix.lower() == ".csv":
+                frame = pd.read_csv(path)
+            else:
+                frame = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
+            raise DataError(f"input schedule {path}: cannot be read as "
+                            f"{'CSV' if path.suffix.lower() == '.csv' else 'parquet'} ({exc})") from None
+        missing = {"trial", "flywire_id", "step"} - set(frame.columns)
+        if missing:
+            raise DataError(
+                f"input schedule {path}: missing column(s) {sorted(missing)}; "
+                "expected columns trial (int), flywire_id (int64), step (int)"
+            )
+        for col in ("trial", "flywire_id", "step"):
+            if not np.issubdtype(frame[col].dtype, np.integer):
+                raise DataError(f"input schedule {path}: column {col!r} must be integer (got {frame[col].dtype})")
+        fids = frame["flywire_id"].to_numpy(np.int64)
+        uniq, inverse = np.unique(fids, return_inverse=True)
+        from .connectome.lookup import resolve_neurons
+
+        idx_uniq = resolve_neurons(connectome, uniq.tolist(), owner=f"input schedule {path}")
+        return cls(frame["trial"].to_numpy(), idx_uniq[inverse], frame["step"].to_numpy())
+
+
+def trial_seed_sequence(seed: int, trial: int) -> np.random.SeedSequence:
+    """The seed sequence of one trial: independent streams per (seed, trial)."""
+    return np.random.SeedSequence([int(seed), int(trial)])
+
+
+def draw_poisson(
+    idx: np.ndarray,
+    rate_hz: np.ndarray,
+    n_steps: int,
+    dt_s: float,
+    seed: int,
+    trials: range | list[int],
+) -> InputSchedule:
+    """Draw PoissonInput-equivalent kicks: per neuron and step, Bernoulli(rate * dt).
+
+    Parameters
+    ----------
+    idx : int array, shape (n,)
+        Model indices of the stimulated neurons.
+    rate_hz : float array, shape (n,)
+        Rate of each, Hz.
+    n_steps : int
+        Steps per trial.
+    dt_s : float
+        Time step, seconds.
+    seed : int
+        Experiment seed; each trial's stream depends on (seed, trial) only.
+    trials : iterable of int
+        Which trials to draw.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    p_all = np.asarray(rate_hz, dtype=np.float64) * dt_s
+    out_t, out_i, out_s = [], [], []
+    for trial in trials:
+        rng = np.random.Generator(np.random.PCG64(trial_seed_sequence(seed, trial)))
+        for neuron, p in zip(idx.tolist(), p_all.tolist()):
+            if p <= 0:
+                continue
+            if p >= 1:
+                steps = np.arange(n_steps, dtype=np.int64)
+            else:
+                # Gaps between Bernoulli successes are geometric; draw enough in one go.
+                expect = n_steps * p
+                n_draw = int(expect + 6 * np.sqrt(expect + 1) + 16)
+                steps = np.cumsum(rng.geometric(p, size=n_draw)) - 1
+                while steps[-1] < n_steps:
+                    more = np.cumsum(rng.geometric(p, size=n_draw)) + steps[-1]
+                    steps = np.concatenate([steps, more])
+                steps = steps[steps < n_steps]
+            out_t.append(np.full(steps.shape[0], trial, np.int32))
+            out_i.append(np.full(steps.shape[0], neuron, np.int32))
+            out_s.append(steps)
+    if not out_t:
+        return InputSchedule(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int64))
+    return InputSchedule(np.concatenate(out_t), np.concatenate(out_i), np.concatenate(out_s))
