@@ -392,12 +392,16 @@ def input_fingerprint(result: Any) -> str | None:
 
     Engines write e.g. ``"schedule:<sha256>"`` (an explicit schedule) or
     ``"poisson:seed=K"`` (brainfly's shared Poisson draws); engines drawing their own
-    input (Brian2's PoissonInput) leave it out or give a value no other engine shares.
+    input (Brian2's PoissonInput) leave it out or give a value no other engine shares. A
+    value without ``kind:detail`` (``"PoissonInput"``, ``"schedule"``) names no particular
+    input and counts as absent.
     """
     value = (result.meta or {}).get("input")
-    if value is None or not str(value).strip() or str(value).strip().lower() in ("unknown", "none"):
-        return None
-    return str(value)
+    text = "" if value is None else str(value).strip()
+    kind, _, detail = text.partition(":")
+    if not kind or not detail.strip():
+        return None  # e.g. "PoissonInput" or "schedule": says how, not which input
+    return text
 
 
 # =============================================================================== comparison
