@@ -1,0 +1,688 @@
+"""Batched PyTorch engine (``--engine torch``): many trials and conditions at once, CPU or CUDA.
+
+Units inside this module: volts (state ``v``, ``g``, weights), integer steps (time).
+
+Layout
+------
+The state is a set of dense ``(B, N)`` tensors, one *row* per simulated trial: ``v``,
+``g`` (``float64`` or ``float32``) and ``cnt`` (int8/int16, refractory steps still to
+sit out). A row carries its own condition: stimulated neurons (Poisson kicks,
+refractory period 0), silenced neurons (a per-row mask on the *outgoing* events, not a
+rebuilt weight matrix; ``silence_mode="both"`` adds a per-row mask on the incoming
+ones) and input. So a batch may mix trials of different experiments
+(:meth:`TorchEngine.run_batch`): a screen of 100 silencing conditions is one pass.
+
+Step loop: blocks of ``delay_steps`` (18) steps, one host synchronisation per block
+----------------------------------------------------------------------------------
+A spike in step ``s`` reaches ``g`` in step ``s + D`` (``D = delay_steps``). So the
+spikes of one block of ``K = D`` steps are needed, at the earliest, in the first step
+of the *next* block. The loop exploits that window:
+
+1. Run ``K`` steps on the device with static shapes and no host synchronisation: the
+   state update, threshold, delivery of the increments of this block, Poisson kicks,
+   reset. Each step writes its spike mask into ``spk_buf[k]`` (bool ``(K, B, N)``).
+   On CUDA these ``K`` steps are captured once in a CUDA graph and replayed
+   (``cuda_graph=True``), optionally after ``torch.compile`` fuses one step into a
+   single kernel (``compile=True``).
+2. Once per block: ``nonzero`` over ``spk_buf`` gives the spikes ``(k, row, neuron)``
+   (the one synchronisation; the same list is the recorded output, flushed to the host
+   in chunks). The outgoing CSR rows of exactly these neurons are gathered
+   (``repeat_interleave`` over the row lengths: work proportional to the synapses of
+   the neurons that spiked, never to all ``nnz``); events of silenced neurons are sent
+   to an empty dummy row. They land at ``step + D``, i.e. in slot ``k`` of the next
+   block.
+
+Delivery of the gathered events, two modes:
+
+``"dense"`` (default on CUDA and in float32)
+    The events are summed with ``index_add_`` into an increment buffer ``inc`` of
+    shape ``(K, B, N)`` indexed by step within the block (a ring of one block: it is
+    refilled for the next block after it was consumed, never rolled); step ``k`` adds
+    ``inc[k]`` to ``g``. Static shapes, so the block can be captured in a CUDA graph.
+    Floating point: ``g + (w1 + w2)`` instead of Brian2's ``(g + w1) + w2`` when a
+    neuron gets several inputs in one step (and atomics on CUDA), so last-bit
+    differences are possible.
+``"sequential"`` (default on CPU in float64: the *exact* mode)
+    The events of step ``k`` (a contiguous slice, since the list is sorted by step, row,
+    presynaptic neuron, synapse) are added straight into ``g`` with a 1-D ``index_add_``
+    in that order, which is Brian2's ``numpy.add.at`` order: bit-identical state, so
+    spike-identical results with a shared input schedule.
+
+Poisson kicks
+-------------
+``kicks="schedule"`` (default): the shared draws of :func:`brainfly.schedule.draw_poisson`
+or the experiment's explicit input schedule (``SimulationInput.kicks``), scattered into a
+dense ``(steps, B, A)`` tensor per chunk of steps (``A`` = stimulated neurons of the
+batch). ``kicks="device"`` (fast mode, float32 only): Bernoulli(rate * dt) drawn on the
+device with torch's generator seeded from the experiment seed; statistically the same
+input as Brian2's ``PoissonInput``, not the same draws as the other engines.
+
+Per step, the order is Brian2's: state update (not refractory only) -> threshold
+(``v > v_th`` and not refractory) -> synaptic increments to ``g`` and kicks to ``v`` ->
+reset (``v = v_rst``, ``g = 0``) of the neurons that spiked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import EngineUnavailable, UnsupportedFeature, ValidationError
+from ..experiment import Experiment
+from ..results import SpikeResult
+from .base import Engine, ProgressCallback, SimulationInput, prepare, register_engine
+
+__all__ = ["TorchEngine"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = ("float64", "float32")
+_DELIVERIES = ("sequential", "dense")
+_KICKS = ("schedule", "device")
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+@dataclass
+class _Row:
+    """One batch row: trial ``trial`` of condition ``cond``."""
+
+    cond: int
+    trial: int
+
+
+@register_engine
+class TorchEngine(Engine):
+    """Batched LIF simulation with PyTorch on CPU or CUDA (trials and conditions as a batch).
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.
+    dtype : {"float64", "float32"}, optional
+        ``float64`` is the exact mode (the default on CPU); ``float32`` the fast mode
+        (the default on CUDA).
+    batch_size : int, optional
+        Most rows (trials) simulated together; default 32 on CPU, 256 on CUDA.
+    delivery : {"sequential", "dense"}, optional
+        How synaptic events reach ``g`` (see the module docstring). Default
+        ``sequential`` on CPU in float64 (exact), else ``dense``.
+    kicks : {"schedule", "device"}
+        ``schedule`` (default): the shared Poisson draws / explicit schedule, identical
+        for every engine. ``device``: own Bernoulli draws on the device (float32 only).
+    cuda_graph : bool, optional
+        Capture the steps of one block in a CUDA graph (default True on CUDA with dense
+        delivery; ignored on CPU).
+    compile : bool
+        ``torch.compile`` one step (fast mode only; default False).
+    chunk_steps : int
+        Steps per chunk of kicks built on the host (rounded to whole blocks), default 2000.
+    threads : int, optional
+        ``torch.set_num_threads`` on CPU.
+
+    Attributes
+    ----------
+    exact : bool
+        True when this configuration is spike-identical to Brian2 given the same input
+        schedule (CPU, float64, sequential delivery, scheduled kicks): the default.
+
+    Examples
+    --------
+    >>> from brainfly.engines import get_engine
+    >>> eng = get_engine("torch", dtype="float64")
+    >>> eng.exact
+    True
+    """
+
+    name = "torch"
+    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
+    exact = True  # the default configuration (CPU, float64, sequential delivery)
+    description = "batched PyTorch engine (CPU/CUDA); float64 exact mode, float32 fast mode"
+
+    def __init__(self, device: str = "cpu", dtype: str | None = None, batch_size: int | None = None,
+                 delivery: str | None = None, kicks: str = "schedule", cuda_graph: bool | None = None,
+                 compile: bool = False, chunk_steps: int = 2000, threads: int | None = None,
+                 **options: Any) -> None:
+        if options:
+            raise ValidationError(
+                f"engine 'torch': unknown option(s) {sorted(options)}; valid options are "
+                "device, dtype, batch_size, delivery, kicks, cuda_graph, compile, chunk_steps, threads"
+            )
+        super().__init__(device=device, dtype=dtype, batch_size=batch_size, delivery=delivery, kicks=kicks,
+                         cuda_graph=cuda_graph, compile=compile, chunk_steps=chunk_steps, threads=threads)
+        if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+            raise ValidationError(f"engine 'torch': option device must be 'cpu', 'cuda' or 'cuda:N' (got {device!r})")
+        self.device = device
+        on_cpu = device == "cpu"
+        self.dtype = dtype if dtype is not None else ("float64" if on_cpu else "float32")
+        if self.dtype not in _DTYPES:
+            raise ValidationError(f"engine 'torch': option dtype must be one of {_DTYPES} (got {dtype!r})")
+        if kicks not in _KICKS:
+            raise ValidationError(f"engine 'torch': option kicks must be one of {_KICKS} (got {kicks!r})")
+        if kicks == "device" and self.dtype == "float64":
+            raise ValidationError(
+                "engine 'torch': kicks='device' (own Poisson draws) is the float32 fast mode; "
+                "float64 runs use the shared schedule (kicks='schedule') so they stay comparable"
+            )
+        self.kicks_mode = kicks
+        if delivery is None:
+            delivery = "sequential" if (on_cpu and self.dtype == "float64") else "dense"
+        if delivery not in _DELIVERIES:
+            raise ValidationError(f"engine 'torch': option delivery must be one of {_DELIVERIES} (got {delivery!r})")
+        self.delivery = delivery
+        if batch_size is None:
+            batch_size = 32 if on_cpu else 256
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValidationError(f"engine 'torch': option batch_size must be an integer >= 1 (got {batch_size!r})")
+        self.batch_size = int(batch_size)
+        self.cuda_graph = bool(cuda_graph) if cuda_graph is not None else (not on_cpu and delivery == "dense")
+        if self.cuda_graph and delivery != "dense":
+            raise ValidationError("engine 'torch': cuda_graph=True needs delivery='dense' (static shapes)")
+        self.compile = bool(compile)
+        if self.compile and (delivery != "dense" or self.dtype == "float64"):
+            raise ValidationError(
+                "engine 'torch': compile=True is for the float32 fast mode with dense delivery "
+                "(the compiler may fuse multiply-adds, which would break the float64 exact mode)"
+            )
+        if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
+            raise ValidationError(f"engine 'torch': option chunk_steps must be an integer >= 1 (got {chunk_steps!r})")
+        self.chunk_steps = int(chunk_steps)
+        self.threads = threads
+        # instance attribute: this configuration's exactness (the class attribute is the default's)
+        self.exact = (on_cpu and self.dtype == "float64" and delivery == "sequential" and kicks == "schedule")
+
+    # ------------------------------------------------------------------ contract
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        """(True, "") if torch imports; CUDA is checked when a CUDA device is asked for."""
+        try:
+            import torch  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - any import failure means unavailable
+            return False, f"PyTorch cannot be imported ({exc}); install it with `pip install torch`"
+        return True, ""
+
+    def _check_device(self) -> None:
+        ok, reason = self.is_available()
+        if not ok:
+            raise EngineUnavailable(f"engine 'torch' cannot run here: {reason}")
+        if self.device != "cpu":
+            torch = _torch()
+            if not torch.cuda.is_available():
+                raise EngineUnavailable(
+                    f"engine 'torch': device {self.device!r} asked for, but CUDA is not available "
+                    f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use device='cpu'"
+                )
+
+    def validate(self, sim: SimulationInput) -> None:
+        """Refuse what this configuration cannot do (before any work).
+
+        Raises
+        ------
+        UnsupportedFeature
+            ``kicks='device'`` with an explicit input schedule, or refractory periods that do
+            not fit the counter.
+        """
+        super().validate(sim)
+        if self.kicks_mode == "device" and sim.schedule is not None:
+            raise UnsupportedFeature(
+                "engine 'torch' with kicks='device' draws its own Poisson input and cannot replay "
+                f"the input schedule {sim.experiment.input_schedule!r}; use kicks='schedule'"
+            )
+        if int(sim.refractory_steps.max(initial=0)) > 32000:
+            raise UnsupportedFeature("engine 'torch': refractory periods above 32000 steps are not supported")
+
+    def simulate(self, sim: SimulationInput, trials: list[int],
+                 progress: ProgressCallback | None = None) -> SpikeResult:
+        """Run the given trials of one prepared experiment (see :meth:`Engine.run`)."""
+        self._check_device()
+        return self._simulate_many([sim], [list(trials)], progress)[0]
+
+    def run_batch(self, connectome: Any, experiments: Sequence[Experiment], *,
+                  trials: Sequence[Sequence[int]] | None = None,
+                  progress: ProgressCallback | None = None) -> list[SpikeResult]:
+        """Run several experiments on one connectome as one batch of rows.
+
+        Each experiment's trials become rows of the batch (split into passes of
+        ``batch_size`` rows); each row has its own stimulus sets, rates, silenced neurons
+        and input. Row by row, the spikes are those of running each experiment alone.
+
+        Parameters
+        ----------
+        connectome : Connectome
+        experiments : sequence of Experiment
+            All must have the same ``t_run`` and ``params``.
+        trials : sequence of sequence of int, optional
+            Trials to run per experiment (default: all of each).
+        progress : callable (done_rows, total_rows), optional
+
+        Returns
+        -------
+        list of SpikeResult
+            One per experiment, in order.
+
+        Raises
+        ------
+        ValidationError
+            If the experiments differ in ``t_run`` or ``params``, or the list is empty.
+        UnsupportedFeature
+            If one of them needs something this configuration cannot do.
+        """
+        experiments = list(experiments)
+        if not experiments:
+            raise ValidationError("TorchEngine.run_batch: experiments is empty; give at least one Experiment")
+        first = experiments[0]
+        for k, e in enumerate(experiments):
+            if not isinstance(e, Experiment):
+                raise ValidationError(f"TorchEngine.run_batch: experiments[{k}] is a {type(e).__name__}, not an Experiment")
+            if e.params != first.params or e.n_steps != first.n_steps:
+                raise ValidationError(
+                    f"TorchEngine.run_batch: experiments[{k}] ({e.name!r}) has t_run={e.t_run} s / params "
+                    f"different from experiments[0] ({first.name!r}, t_run={first.t_run} s); one batch shares "
+                    "t_run and params: run the others in another call"
+                )
+        self._check_device()
+        sims = [prepare(connectome, e) for e in experiments]
+        for s in sims:
+            self.validate(s)
+        if trials is None:
+            trial_lists = [list(range(e.n_trials)) for e in experiments]
+        else:
+            trial_lists = [list(t) for t in trials]
+            if len(trial_lists) != len(experiments):
+                raise ValidationError(
+                    f"TorchEngine.run_batch: trials has {len(trial_lists)} lists for {len(experiments)} experiments"
+                )
+        return self._simulate_many(sims, trial_lists, progress)
+
+    # ------------------------------------------------------------------ driver
+    def _simulate_many(self, sims: list[SimulationInput], trial_lists: list[list[int]],
+                       progress: ProgressCallback | None) -> list[SpikeResult]:
+        torch = _torch()
+        if self.threads is not None and self.device == "cpu":
+            torch.set_num_threads(int(self.threads))
+        t_start = time.perf_counter()
+        rows = [_Row(c, t) for c, tl in enumerate(trial_lists) for t in tl]
+        net = _DeviceNetwork(sims[0], self.device, self.dtype)
+        out: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in sims]
+        info: dict[str, Any] = {}
+        done = 0
+        sim_s = 0.0
+        for lo in range(0, len(rows), self.batch_size):
+            batch = rows[lo:lo + self.batch_size]
+            runner = _BatchRunner(self, net, sims, batch)
+            t0 = time.perf_counter()
+            row_idx, step, neuron = runner.run()
+            sim_s += time.perf_counter() - t0
+            info.update(runner.info)
+            conds = np.array([r.cond for r in batch], dtype=np.int64)
+            trial_of = np.array([r.trial for r in batch], dtype=np.int64)
+            for c in np.unique(conds).tolist():
+                sel = conds[row_idx] == c
+                out[c].append((trial_of[row_idx[sel]], neuron[sel], step[sel]))
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(rows))
+        wall = time.perf_counter() - t_start
+        torch_version = torch.__version__
+        results = []
+        for c, sim in enumerate(sims):
+            parts = out[c]
+            trial = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int32)
+            idx = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int32)
+            step = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int64)
+            meta = {
+                "engine_options": {
+                    "device": self.device, "dtype": self.dtype, "delivery": self.delivery,
+                    "kicks": self.kicks_mode, "batch_size": self.batch_size,
+                    "cuda_graph": self.cuda_graph, "compile": self.compile,
+                },
+                "exact": self.exact,
+                "torch_version": torch_version,
+                "rows_in_batch_run": len(rows),
+                "conditions_in_batch_run": len(sims),
+                "wall_s": wall,
+                "simulate_s": sim_s,
+                **info,
+            }
+            results.append(SpikeResult(
+                trial.astype(np.int32), idx.astype(np.int32), step.astype(np.int64),
+                sim.connectome.flywire_ids, trial_lists[c], sim.n_steps, sim.params.dt_s,
+                sim.experiment.name, engine=self.name, connectome_label=sim.connectome.label,
+                synthetic=bool(sim.connectome.synthetic), meta=meta,
+            ))
+        return results
+
+
+class _DeviceNetwork:
+    """The connectome's CSR arrays on the device, plus one empty dummy row (index N)."""
+
+    def __init__(self, sim: SimulationInput, device: str, dtype: str) -> None:
+        torch = _torch()
+        c = sim.connectome
+        self.n = c.n_neurons
+        dev = torch.device(device)
+        indptr = np.asarray(c.indptr, dtype=np.int64)
+        deg = np.diff(indptr)
+        # Brian2 computes w = count * w_syn in float64 (SimulationInput.weight_v, unsilenced)
+        w = np.asarray(c.weight, dtype=np.float64) * sim.coeffs.w_syn
+        self.start = torch.from_numpy(np.concatenate([indptr[:-1], [0]])).to(dev)
+        self.deg = torch.from_numpy(np.concatenate([deg, [0]])).to(dev)
+        self.post = torch.from_numpy(np.asarray(c.post_idx, dtype=np.int64)).to(dev)
+        self.weight = torch.from_numpy(w).to(device=dev, dtype=getattr(torch, dtype))
+        self.device = dev
+
+
+class _BatchRunner:
+    """Simulates one batch of rows (see the module docstring for the loop)."""
+
+    def __init__(self, engine: TorchEngine, net: _DeviceNetwork, sims: list[SimulationInput],
+                 rows: list[_Row]) -> None:
+        torch = _torch()
+        self.torch = torch
+        self.engine = engine
+        self.net = net
+        self.sims = sims
+        self.rows = rows
+        self.info: dict[str, Any] = {}
+        sim0 = sims[0]
+        self.n_steps = sim0.n_steps
+        self.K = int(sim0.delay_steps)  # block length = the synaptic delay
+        c = sim0.coeffs
+        self.c = c
+        dev = net.device
+        self.dev = dev
+        self.fdtype = getattr(torch, engine.dtype)
+        B, N = len(rows), net.n
+        self.B, self.N = B, N
+        # ---- per-row condition arrays (host, then device)
+        rfc = np.stack([sims[r.cond].refractory_steps for r in rows]).astype(np.int64)
+        rfc_set = np.maximum(rfc - 1, 0)  # steps still frozen after the spike step
+        cnt_dtype = torch.int8 if rfc_set.max(initial=0) < 127 else torch.int16
+        self.rfc_set = torch.from_numpy(rfc_set).to(device=dev, dtype=cnt_dtype)
+        sil = np.stack([sims[r.cond].silenced_mask for r in rows])
+        self.sil_out = torch.from_numpy(sil).to(dev)
+        both = np.array([sims[r.cond].experiment.silence_mode == "both" for r in rows])
+        self.sil_in = torch.from_numpy(sil & both[:, None]).to(dev) if (sil & both[:, None]).any() else None
+        self.any_silenced = bool(sil.any())
+        # stimulated neurons of the batch (union over rows) and per-row rate or schedule
+        act = [sims[r.cond].activated_idx for r in rows]
+        self.act = np.unique(np.concatenate(act)) if act else np.empty(0, np.int64)
+        self.A = int(self.act.size)
+        self.act_t = torch.from_numpy(self.act).to(dev)
+        # ---- state
+        f = self.fdtype
+        self.v = torch.full((B, N), c.v_0, dtype=f, device=dev)
+        self.g = torch.zeros((B, N), dtype=f, device=dev)
+        self.cnt = torch.zeros((B, N), dtype=cnt_dtype, device=dev)
+        self.spk_buf = torch.zeros((self.K, B, N), dtype=torch.bool, device=dev)
+        self.dense = engine.delivery == "dense"
+        self.inc = torch.zeros((self.K, B, N), dtype=f, device=dev) if self.dense else None
+        self.kick_buf = torch.zeros((self.K, B, max(self.A, 1)), dtype=f, device=dev)
+        # temporaries of the eager step
+        self.t1 = torch.empty((B, N), dtype=f, device=dev)
+        self.t2 = torch.empty((B, N), dtype=f, device=dev)
+        self.nr = torch.empty((B, N), dtype=torch.bool, device=dev)
+        self.cnt_tmp = torch.empty((B, N), dtype=cnt_dtype, device=dev)
+        self.ones_i = torch.ones((), dtype=cnt_dtype, device=dev)
+        # events of the current block for sequential delivery
+        self.seq_flat = None
+        self.seq_w = None
+        self.seq_bounds: list[int] = [0] * (self.K + 1)
+        self._step_fn = self._step_eager
+        self._compiled = None
+        self._graph = None
+        self._kicks_prepare()
+
+    # ------------------------------------------------------------------ kicks
+    def _kicks_prepare(self) -> None:
+        torch = self.torch
+        eng = self.engine
+        self.kick_rows: list[tuple[np.ndarray, np.ndarray]] = []  # per row: (step sorted, pos in act)
+        if eng.kicks_mode == "device":
+            p = np.zeros((self.B, max(self.A, 1)))
+            for b, r in enumerate(self.rows):
+                sim = self.sims[r.cond]
+                pos = np.searchsorted(self.act, sim.activated_idx)
+                p[b, pos] = sim.activated_rate_hz * sim.params.dt_s
+            self.kick_p = torch.from_numpy(p).to(device=self.dev, dtype=torch.float32)
+            seed = int(self.sims[self.rows[0].cond].experiment.seed)
+            # one generator per batch, seeded from the experiment seed and the first row
+            self.gen = torch.Generator(device=self.dev)
+            self.gen.manual_seed(hash((seed, self.rows[0].cond, self.rows[0].trial)) & 0x7FFFFFFF)
+            return
+        by_cond: dict[int, list[int]] = {}
+        for b, r in enumerate(self.rows):
+            by_cond.setdefault(r.cond, []).append(b)
+        per_row: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.int64))] * self.B
+        for cond, bs in by_cond.items():
+            sim = self.sims[cond]
+            trials = [self.rows[b].trial for b in bs]
+            sched = sim.kicks(trials)
+            for b in bs:
+                t = self.rows[b].trial
+                sel = sched.trial == t
+                steps = sched.step[sel].astype(np.int64)
+                pos = np.searchsorted(self.act, sched.idx[sel].astype(np.int64))
+                order = np.argsort(steps, kind="stable")
+                per_row[b] = (steps[order], pos[order])
+        self.kick_rows = per_row
+
+    def _kick_chunk(self, s0: int, s1: int) -> Any:
+        """Kick values (volts) of steps s0..s1-1: tensor (s1-s0, B, A) on the device."""
+        torch = self.torch
+        L = s1 - s0
+        A = max(self.A, 1)
+        if self.engine.kicks_mode == "device":
+            u = torch.rand((L, self.B, A), generator=self.gen, device=self.dev, dtype=torch.float32)
+            return (u < self.kick_p).to(self.fdtype) * self.c.kick
+        arr = np.zeros((L, self.B, A), dtype=np.float64)
+        for b, (steps, pos) in enumerate(self.kick_rows):
+            lo, hi = np.searchsorted(steps, [s0, s1])
+            if hi > lo:
+                arr[steps[lo:hi] - s0, b, pos[lo:hi]] = self.c.kick
+        return torch.from_numpy(arr).to(device=self.dev, dtype=self.fdtype)
+
+    # ------------------------------------------------------------------ one step
+    def _step_eager(self, k: int) -> None:
+        """Step k of the block, in place (no allocation, no host synchronisation)."""
+        torch = self.torch
+        c = self.c
+        v, g, cnt, nr, t1, t2 = self.v, self.g, self.cnt, self.nr, self.t1, self.t2
+        spk = self.spk_buf[k]
+        torch.eq(cnt, 0, out=nr)  # not refractory
+        # state update, Brian2's expression order: v' = v_const + (v_from_g*g + v_decay*v)
+        torch.mul(g, c.v_from_g, out=t1)
+        torch.mul(v, c.v_decay, out=t2)
+        t1.add_(t2)
+        t1.add_(c.v_const)
+        torch.where(nr, t1, v, out=v)
+        torch.mul(g, c.g_decay, out=t2)
+        torch.where(nr, t2, g, out=g)
+        # threshold
+        torch.gt(v, c.v_th, out=spk)
+        spk.logical_and_(nr)
+        # synapses slot: delayed increments to g, Poisson kicks to v
+        if self.dense:
+            g.add_(self.inc[k])
+        else:
+            lo, hi = self.seq_bounds[k], self.seq_bounds[k + 1]
+            if hi > lo:
+                g.view(-1).index_add_(0, self.seq_flat[lo:hi], self.seq_w[lo:hi])
+        if self.A:
+            v.index_add_(1, self.act_t, self.kick_buf[k])
+        # reset and refractory counter
+        v.masked_fill_(spk, c.v_rst)
+        g.masked_fill_(spk, 0.0)
+        torch.sub(cnt, self.ones_i, out=self.cnt_tmp)
+        self.cnt_tmp.clamp_(min=0)
+        torch.where(spk, self.rfc_set, self.cnt_tmp, out=cnt)
+
+    def _make_compiled(self) -> Callable[[int], None]:
+        torch = self.torch
+        c = self.c
+        gd, vd, vg, vc, vth, vrst = c.g_decay, c.v_decay, c.v_from_g, c.v_const, c.v_th, c.v_rst
+        has_kicks = self.A > 0
+
+        def step(v: Any, g: Any, cnt: Any, rfc_set: Any, inc_k: Any, kick_k: Any, act: Any, spk_k: Any) -> None:
+            nr = cnt == 0
+            vn = torch.where(nr, vc + (vg * g + vd * v), v)
+            gn = torch.where(nr, gd * g, g)
+            spk = (vn > vth) & nr
+            gn = gn + inc_k
+            if has_kicks:
+                vn = vn.index_add(1, act, kick_k)
+            v.copy_(torch.where(spk, vrst, vn))
+            g.copy_(torch.where(spk, 0.0, gn))
+            cnt.copy_(torch.where(spk, rfc_set, (cnt - 1).clamp_min(0)))
+            spk_k.copy_(spk)
+
+        compiled = torch.compile(step, dynamic=False, fullgraph=True)
+
+        def run(k: int) -> None:
+            compiled(self.v, self.g, self.cnt, self.rfc_set, self.inc[k], self.kick_buf[k], self.act_t,
+                     self.spk_buf[k])
+
+        return run
+
+    def _run_block(self, n: int) -> None:
+        for k in range(n):
+            self._step_fn(k)
+
+    # ------------------------------------------------------------------ CUDA graph
+    def _capture(self) -> None:
+        """Capture one full block of K steps in a CUDA graph (state restored afterwards)."""
+        torch = self.torch
+        saved = [t.clone() for t in (self.v, self.g, self.cnt, self.inc, self.spk_buf)]
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                self._run_block(self.K)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._run_block(self.K)
+        for t, old in zip((self.v, self.g, self.cnt, self.inc, self.spk_buf), saved):
+            t.copy_(old)
+        torch.cuda.synchronize()
+        self._graph = graph
+
+    # ------------------------------------------------------------------ gather
+    def _gather(self, ev: Any) -> tuple[Any, Any, Any]:
+        """Outgoing events of the spikes ``ev`` (flat indices into spk_buf), for the next block.
+
+        Returns (k, flat target b*N + post, weight) per synaptic event, sorted by
+        (k, row, presynaptic neuron, synapse).
+        """
+        torch = self.torch
+        net = self.net
+        BN = self.B * self.N
+        k = ev // BN
+        rem = ev - k * BN
+        b = rem // self.N
+        n = rem - b * self.N
+        if self.any_silenced:
+            n = torch.where(self.sil_out[b, n], net.n, n)  # dummy empty row
+        cnt = net.deg[n]
+        start = net.start[n]
+        total = int(cnt.sum())  # host synchronisation (size of the output)
+        e_of = torch.repeat_interleave(torch.arange(n.shape[0], device=self.dev), cnt, output_size=total)
+        first = torch.cumsum(cnt, 0) - cnt
+        syn = start[e_of] + (torch.arange(total, device=self.dev) - first[e_of])
+        post = net.post[syn]
+        w = net.weight[syn]
+        be = b[e_of]
+        if self.sil_in is not None:
+            w = torch.where(self.sil_in[be, post], torch.zeros((), dtype=w.dtype, device=self.dev), w)
+        return k[e_of], be * self.N + post, w
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Simulate all steps; returns (row, step, neuron) of every spike (host arrays)."""
+        torch = self.torch
+        eng = self.engine
+        K, n_steps = self.K, self.n_steps
+        BN = self.B * self.N
+        info = self.info
+        if eng.compile:
+            self._step_fn = self._make_compiled()
+        use_graph = eng.cuda_graph and self.dev.type == "cuda"
+        info["cuda_graph_used"] = False
+        if use_graph and n_steps >= K:
+            try:
+                self._capture()
+                info["cuda_graph_used"] = True
+            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
+                log.warning("torch engine: CUDA graph capture failed (%s); running the steps eagerly", exc)
+                info["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"
+                self._graph = None
+                torch.cuda.synchronize()
+        chunk = max(K, (eng.chunk_steps // K) * K)
+        rec: list[Any] = []
+        rec_host: list[np.ndarray] = []
+        kicks = None
+        kick_lo = 0
+        n_syncs = 0
+        for s0 in range(0, n_steps, K):
+            nb = min(K, n_steps - s0)
+            if s0 % chunk == 0:
+                kicks = self._kick_chunk(s0, min(s0 + chunk, n_steps))
+                kick_lo = s0
+            if self.A:
+                if nb == K:
+                    self.kick_buf.copy_(kicks[s0 - kick_lo:s0 - kick_lo + K])
+                else:
+                    self.kick_buf[:nb].copy_(kicks[s0 - kick_lo:s0 - kick_lo + nb])
+            if self._graph is not None and nb == K:
+                self._graph.replay()
+            else:
+                self._run_block(nb)
+            # ---- once per block: spikes of this block -> events of the next block
+            spk = self.spk_buf if nb == K else self.spk_buf[:nb]
+            ev = torch.nonzero(spk.reshape(-1)).squeeze(1)  # host synchronisation
+            n_syncs += 1
+            if self.dense:
+                if s0 > 0 and self._prev_flat is not None:
+                    self.inc.view(-1).index_fill_(0, self._prev_flat, 0.0)  # consumed; clear only what was set
+            if ev.numel():
+                rec.append(ev + s0 * BN)
+                kk, flat, w = self._gather(ev)
+                n_syncs += 1
+                if self.dense:
+                    full = kk * BN + flat
+                    self.inc.view(-1).index_add_(0, full, w)
+                    self._prev_flat = full
+                else:
+                    self.seq_flat, self.seq_w = flat, w
+                    bounds = torch.searchsorted(kk, torch.arange(K + 1, device=self.dev))
+                    self.seq_bounds = bounds.tolist()
+            else:
+                if self.dense:
+                    self._prev_flat = None
+                else:
+                    self.seq_bounds = [0] * (K + 1)
+            if len(rec) >= 64:
+                rec_host.append(torch.cat(rec).cpu().numpy())
+                rec = []
+        if rec:
+            rec_host.append(torch.cat(rec).cpu().numpy())
+        info["host_syncs"] = n_syncs
+        info["block_steps"] = K
+        flat_all = np.concatenate(rec_host) if rec_host else np.empty(0, np.int64)
+        # flat index = step * B*N + row * N + neuron  (s0*BN + k*BN + b*N + n)
+        step = flat_all // BN
+        rem = flat_all - step * BN
+        row = rem // self.N
+        neuron = rem - row * self.N
+        return row.astype(np.int64), step.astype(np.int64), neuron.astype(np.int64)
+
+    _prev_flat: Any = None
