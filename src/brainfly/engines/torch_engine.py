@@ -57,9 +57,13 @@ batch). ``kicks="device"`` (fast mode, float32 only): Bernoulli(rate * dt) drawn
 device with torch's generator seeded from the experiment seed; statistically the same
 input as Brian2's ``PoissonInput``, not the same draws as the other engines.
 
-Per step, the order is Brian2's: state update (not refractory only) -> threshold
-(``v > v_th`` and not refractory) -> synaptic increments to ``g`` and kicks to ``v`` ->
-reset (``v = v_rst``, ``g = 0``) of the neurons that spiked.
+Per step, the order is Brian2's (established in ``tests/test_brian2_semantics.py``):
+state update (not refractory only) -> threshold (``v > v_th`` and not refractory) ->
+synaptic increments to ``g`` and kicks to ``v``, applied only to neurons that are not
+refractory in this step (Brian2 drops input during the refractory period) -> reset
+(``v = v_rst``, ``g = 0``) of the neurons that spiked. Activated neurons have a
+refractory period of 0, so their kicks are never dropped (except in their spike step,
+where the reset wipes them anyway).
 """
 
 from __future__ import annotations
@@ -510,13 +514,18 @@ class _BatchRunner:
         # threshold
         torch.gt(v, c.v_th, out=spk)
         spk.logical_and_(nr)
-        # synapses slot: delayed increments to g, Poisson kicks to v
+        # synapses slot: delayed increments to g, Poisson kicks to v. Brian2 drops input
+        # that reaches a neuron while it is refractory (the variables are "unless
+        # refractory"); in the spike step the reset wipes it anyway.
         if self.dense:
-            g.add_(self.inc[k])
+            torch.mul(self.inc[k], nr, out=t2)
+            g.add_(t2)
         else:
             lo, hi = self.seq_bounds[k], self.seq_bounds[k + 1]
             if hi > lo:
-                g.view(-1).index_add_(0, self.seq_flat[lo:hi], self.seq_w[lo:hi])
+                flat = self.seq_flat[lo:hi]
+                w = self.seq_w[lo:hi] * nr.view(-1)[flat]
+                g.view(-1).index_add_(0, flat, w)
         if self.A:
             v.index_add_(1, self.act_t, self.kick_buf[k])
         # reset and refractory counter
@@ -537,7 +546,7 @@ class _BatchRunner:
             vn = torch.where(nr, vc + (vg * g + vd * v), v)
             gn = torch.where(nr, gd * g, g)
             spk = (vn > vth) & nr
-            gn = gn + inc_k
+            gn = gn + torch.where(nr, inc_k, 0.0)
             if has_kicks:
                 vn = vn.index_add(1, act, kick_k)
             v.copy_(torch.where(spk, vrst, vn))
