@@ -118,7 +118,7 @@ def locate_dataset(name: str, *, download: bool = True, progress: bool = True) -
     try:
         folder = download_dataset(name, progress=progress)
     except DownloadError as exc:
-        raise DataNotFoundError(f"dataset {name}: files not found in {where}, and the download failed: {exc}") from None
+        raise DataNotFoundError(f"dataset {name} is not in {where} and could not be downloaded: {exc}") from None
     return find_source_files(folder, version)
 
 

@@ -218,15 +218,24 @@ def download_file(
     ChecksumError
         The downloaded bytes differ from the pinned digest (nothing is kept).
     DownloadError
-        No network, HTTP error, or interrupted transfer (the part is kept for resuming).
+        No network, HTTP error, or interrupted transfer (the part is kept for resuming);
+        the message says which file to get by hand, from where, and where to put it.
     """
+    dest = Path(dest) if dest is not None else downloads_dir()
+    try:
+        return _download_file(name, dest, progress=progress, pinned=pinned, url=url, timeout_s=timeout_s)
+    except DownloadError as exc:
+        raise DownloadError(f"{exc}\n" + manual_download_hint([name], dest)) from None
+
+
+def _download_file(name: str, dest: Path, *, progress: bool, pinned: PinnedFile | None, url: str | None,
+                   timeout_s: float) -> Path:
     import pooch
 
     pin = pinned if pinned is not None else PINNED_FILES.get(name)
     if pin is None:
         raise ValidationError(f"download_file: no pinned digest for {name!r}; known files: "
                               f"{sorted(PINNED_FILES)}")
-    dest = Path(dest) if dest is not None else downloads_dir()
     target = dest / name
     if target.is_file():
         from .cache import file_sha256
@@ -239,22 +248,20 @@ def download_file(
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DownloadError(f"cannot create the download folder {dest} ({exc}). "
-                            + manual_download_hint([name], dest)) from None
+        raise DownloadError(f"cannot create the download folder {dest} ({exc})") from None
     downloader = _ResumingDownloader(dest / f"{name}.part", pin.size, progress, timeout_s)
-    logging.getLogger("pooch").setLevel(logging.WARNING)
+    pooch.get_logger().setLevel(logging.WARNING)
+    log.info("downloading %s to %s", url, target)
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{pin.sha256}", fname=name, path=dest,
                               downloader=downloader, progressbar=False)
-    except DownloadError as exc:
-        raise DownloadError(f"{exc}. " + manual_download_hint([name], dest)) from None
+    except DownloadError:
+        raise
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}. "
-                            + manual_download_hint([name], dest)) from None
+        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"download of {url} failed ({reason}); no network?\n"
-                            + manual_download_hint([name], dest)) from None
+        raise DownloadError(f"download of {url} failed ({reason}); no network?") from None
     except ValueError as exc:  # pooch: hash mismatch (its temporary file is already removed)
         (dest / f"{name}.part").unlink(missing_ok=True)
         raise ChecksumError(f"downloaded file {name} from {url}: content differs from the pinned SHA-256 "
@@ -294,5 +301,8 @@ def download_dataset(name: str = "flywire-783", dest: str | Path | None = None, 
                               f"{', '.join(REMOTE_DATASETS)}.{suggest(name, REMOTE_DATASETS)}")
     dest = Path(dest) if dest is not None else downloads_dir()
     for f in files:
-        download_file(f, dest, progress=progress)
+        try:
+            _download_file(f, dest, progress=progress, pinned=None, url=None, timeout_s=60.0)
+        except DownloadError as exc:
+            raise DownloadError(f"{exc}\n" + manual_download_hint(files, dest)) from None
     return dest
