@@ -1,0 +1,225 @@
+"""The benchmark grid: per-point processes, time limits, skip reporting, CSV upsert, file naming."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from brainfly.bench import (
+    CSV_COLUMNS, TARGETS, BenchConfig, BenchTarget, build_grid, parse_target, run_bench, upsert_row,
+)
+from brainfly.bench.hardware import hardware_info, software_versions
+from brainfly.compare import format_t_run, parse_spikes_file_name, spikes_file_name
+from brainfly.connectome import Connectome
+from brainfly.engines.base import Engine, register_engine
+from brainfly.errors import EngineUnavailable, ValidationError
+from brainfly.experiment import Experiment, StimulusSet
+from brainfly.results import SpikeResult
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the test engines are registered in-process (fork)")
+
+
+# ------------------------------------------------------------------ engines known to this module only
+class _Base(Engine):
+    capabilities: ClassVar[frozenset[str]] = frozenset({"poisson", "schedule", "silencing", "multi_rate"})
+
+    def spikes(self, sim, trials):
+        kicks = sim.kicks(trials)  # every kick makes its neuron spike, one step later
+        step = np.minimum(kicks.step + 1, sim.n_steps - 1)
+        return SpikeResult(kicks.trial, kicks.idx, step, sim.connectome.flywire_ids, trials, sim.n_steps,
+                           sim.params.dt_s, sim.experiment.name, engine=self.name,
+                           connectome_label=sim.connectome.label, synthetic=sim.connectome.synthetic,
+                           meta={"input": f"poisson:seed={sim.experiment.seed}"})
+
+
+@register_engine
+class QuickEngine(_Base):
+    name: ClassVar[str] = "test-quick"
+
+    def simulate(self, sim, trials, progress=None):
+        result = self.spikes(sim, trials)
+        result.meta["timings"] = {"setup_s": 0.01, "build_s": 0.02, "sim_s": 0.25}
+        if progress:
+            progress(len(trials), len(trials))
+        return result
+
+
+@register_engine
+class UntimedEngine(_Base):
+    name: ClassVar[str] = "test-untimed"
+
+    def simulate(self, sim, trials, progress=None):
+        return self.spikes(sim, trials)
+
+
+@register_engine
+class CrashEngine(_Base):
+    name: ClassVar[str] = "test-crash"
+
+    def simulate(self, sim, trials, progress=None):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@register_engine
+class RaiseEngine(_Base):
+    name: ClassVar[str] = "test-raise"
+
+    def simulate(self, sim, trials, progress=None):
+        raise RuntimeError("boom in the engine")
+
+
+@register_engine
+class HangEngine(_Base):
+    name: ClassVar[str] = "test-hang"
+
+    def simulate(self, sim, trials, progress=None):
+        time.sleep(600)
+
+
+@register_engine
+class MissingEngine(_Base):
+    name: ClassVar[str] = "test-missing"
+
+    @classmethod
+    def is_available(cls):
+        return False, "no such GPU here"
+
+    def simulate(self, sim, trials, progress=None):  # pragma: no cover - never called
+        raise AssertionError
+
+
+@register_engine
+class NoDeviceEngine(_Base):
+    name: ClassVar[str] = "test-nodevice"
+
+    def simulate(self, sim, trials, progress=None):
+        raise EngineUnavailable("CUDA device requested but none is visible")
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def tiny():
+    ids = np.arange(101, 109, dtype=np.int64)
+    net = Connectome.from_edges(ids, [0, 1, 2, 3], [1, 2, 3, 4], [5.0, 5.0, -2.0, 3.0], name="tiny", synthetic=True)
+    exp = Experiment(name="tinyexp", stimuli=(StimulusSet((101, 102), 200.0),), t_run=0.01, n_trials=1, seed=3)
+    return net, exp
+
+
+def config(tmp_path, exp, labels, t_runs=(0.01,), n_runs=(1,), timeout=20.0, **kw):
+    return BenchConfig(targets=[parse_target(x) for x in labels], t_runs=list(t_runs), n_runs=list(n_runs),
+                       experiment=exp, csv_path=tmp_path / "bench.csv", results_dir=tmp_path / "results",
+                       log_file=tmp_path / "results" / "benchmarks.log", timeout_s=timeout, progress=False,
+                       plot=kw.pop("plot", False), **kw)
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------ naming and grid
+def test_file_naming_one_spelling():
+    assert [format_t_run(t) for t in (0.1, 1, 1.0, 10.0, 1000)] == ["0.1", "1", "1", "10", "1000"]
+    name = spikes_file_name("torch-cuda", "sugar", 1000.0, 32)
+    assert name == "torch-cuda_sugar_t1000_n32.parquet"
+    assert parse_spikes_file_name(name) == {"engine": "torch-cuda", "experiment": "sugar", "t_run": 1000.0,
+                                            "n_run": 32}
+    assert parse_spikes_file_name("brian2_sugar_100Hz_t0.1_n1.parquet")["experiment"] == "sugar_100Hz"
+    with pytest.raises(ValidationError):
+        spikes_file_name("bad_label", "sugar", 1, 1)
+
+
+def test_grid_order_and_targets():
+    targets = [parse_target("event"), parse_target("brian2:codegen_target=cython")]
+    assert targets[1].label == "brian2-cython" and targets[1].options_dict == {"codegen_target": "cython"}
+    grid = build_grid(targets, [1, 0.1], [4, 1, 4])
+    assert [(p.target.label, p.t_run, p.n_run) for p in grid][:4] == [
+        ("event", 0.1, 1), ("event", 0.1, 4), ("event", 1.0, 1), ("event", 1.0, 4)]
+    assert len(grid) == 8
+    assert {t.flag for t in TARGETS} >= {"--brian2-cpu", "--brian2cuda-gpu", "--pytorch", "--nestgpu", "--event",
+                                         "--torch-cpu", "--brian2-runtime"}
+    with pytest.raises(ValidationError):
+        parse_target("bad_name")
+    with pytest.raises(ValidationError):
+        build_grid(targets, [0], [1])
+
+
+def test_hardware_and_versions():
+    hw = hardware_info()
+    assert hw["cpu_cores"] >= 1 and hw["cpu_model"] and hw["gpu"]
+    assert {"python", "brainfly", "numpy"} <= set(software_versions())
+
+
+# ------------------------------------------------------------------ CSV upsert
+def test_upsert_replaces_same_key_and_keeps_others(tmp_path):
+    path = tmp_path / "r.csv"
+    base = {"engine": "event", "experiment": "sugar", "t_run": 0.1, "n_run": 1, "status": "ok", "sim_s": 1.0}
+    upsert_row(path, base)
+    upsert_row(path, {**base, "n_run": 4, "sim_s": 2.0})
+    upsert_row(path, {**base, "t_run": "0.10", "sim_s": 3.0})  # same key, other spelling
+    rows = read_csv(path)
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert [(r["t_run"], r["n_run"], r["sim_s"]) for r in rows] == [("0.1", "1", "3.0"), ("0.1", "4", "2.0")]
+    # a skipped row does not erase a measurement; a failure does replace it
+    assert not upsert_row(path, {**base, "status": "skipped", "reason": "no GPU"})
+    upsert_row(path, {**base, "status": "timeout", "reason": "slow"})
+    rows = read_csv(path)
+    assert [r["status"] for r in rows] == ["timeout", "ok"]
+    assert not list(tmp_path.glob(".*part"))  # atomic write leaves no temporary file
+
+
+# ------------------------------------------------------------------ the grid survives
+def test_grid_survives_crash_hang_failure_and_reports_skips(tiny, tmp_path):
+    net, exp = tiny
+    cfg = config(tmp_path, exp, ["test-quick", "test-crash", "test-raise", "test-hang", "test-missing",
+                                 "test-nodevice", "nest-imaginary"], n_runs=(1, 2), timeout=3.0)
+    t0 = time.perf_counter()
+    rows = run_bench(cfg, net)
+    elapsed = time.perf_counter() - t0
+    status = {(r["engine"], r["n_run"]): r for r in rows}
+    assert len(rows) == 14
+    ok = status[("test-quick", 1)]
+    assert ok["status"] == "ok" and ok["sim_s"] == 0.25 and ok["setup_s"] == 0.01 and ok["build_s"] == 0.02
+    assert ok["timings_source"] == "engine" and ok["realtime_ratio"] == pytest.approx(0.01 / 0.25)
+    assert ok["n_spikes"] > 0 and ok["active_neurons"] == 2 and ok["peak_rss_mb"] > 0
+    assert status[("test-crash", 1)]["status"] == "crashed" and "SIGSEGV" in status[("test-crash", 1)]["reason"]
+    assert status[("test-raise", 1)]["status"] == "failed" and "boom" in status[("test-raise", 1)]["reason"]
+    assert "boom in the engine" in Path(status[("test-raise", 1)]["log_file"]).read_text()
+    hang = status[("test-hang", 1)]
+    assert hang["status"] == "timeout" and hang["wall_s"] < 15
+    # the larger point of a timed-out engine is skipped, not run
+    assert status[("test-hang", 2)]["status"] == "skipped" and "timed out" in status[("test-hang", 2)]["reason"]
+    for label, words in (("test-missing", "no such GPU"), ("test-nodevice", "CUDA device"),
+                         ("nest-imaginary", "not registered")):
+        for n in (1, 2):
+            assert status[(label, n)]["status"] == "skipped" and words in status[(label, n)]["reason"]
+    assert elapsed < 40
+    rows_csv = read_csv(cfg.csv_path)
+    assert len(rows_csv) == 14 and {r["status"] for r in rows_csv} == {"ok", "crashed", "failed", "timeout",
+                                                                         "skipped"}
+    log_text = cfg.log_file.read_text()
+    assert "test-hang t=0.01s n=1: timeout" in log_text and "not registered" in log_text
+
+
+def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
+    net, exp = tiny
+    cfg = config(tmp_path, exp, ["test-untimed", "test-quick"], t_runs=(0.01, 0.02), n_runs=(2,), plot=True)
+    rows = run_bench(cfg, net)
+    assert all(r["status"] == "ok" for r in rows)
+    untimed = rows[0]
+    assert untimed["timings_source"] == "measured" and untimed["setup_s"] == 0.0 and untimed["sim_s"] > 0
+    expected = {spikes_file_name(lbl, "tinyexp", t, 2) for lbl in ("test-untimed", "test-quick") for t in (0.01, 0.02)}
+    assert {p.name for p in (tmp_path / "results").glob("*.parquet")} == expected
+    saved = SpikeResult.read_parquet(tmp_path / "results" / "test-quick_tinyexp_t0.02_n2.parquet")
+    assert saved.n_trials == 2 and saved.meta["input"] == "poisson:seed=3"
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+    # rerunning a point replaces its row
+    run_bench(config(tmp_path, exp, ["test-quick"], t_runs=(0.01,), n_runs=(2,)), net)
+    assert len(read_csv(cfg.csv_path)) == 4
