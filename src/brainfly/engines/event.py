@@ -1,0 +1,294 @@
+"""The exact event-driven CPU engine (``--engine event``).
+
+It computes the discrete-time model of the Brian2 reference spike for spike (state
+update -> threshold -> synaptic and Poisson input -> reset within each step, strict
+threshold, the 18-step delay, 22 refractory steps or 0 for driven neurons), but its cost
+grows with the number of synaptic events, not with neurons x steps. Units inside: volts
+and integer steps.
+
+Input that reaches a neuron while it is refractory, or in its spike step, is dropped:
+Brian2 2.8 gates both ``g += w`` and the Poisson ``v += kick`` by the target's
+``not_refractory`` flag (its generated numpy code is
+``add.at(g, post[not_refractory], w[not_refractory])``), because ``v`` and ``g`` are
+declared ``(unless refractory)``. The tiny networks of :mod:`brainfly.testing.networks`
+check this against Brian2 itself.
+
+Algorithm
+---------
+Between two inputs a neuron's trajectory is closed form. With ``x = v - v_0``,
+``a = v_decay``, ``b = g_decay`` and ``c = tau / (t_mbr - tau)``::
+
+    x(n) = x a^n + c (a^n - b^n) g,      g(n) = g b^n
+
+(the exact solution that Brian2's ``method='linear'`` iterates; ``v_from_g = c (a - b)``,
+checked against :class:`~brainfly.params.StepCoefficients` by the tests). The state of a
+neuron is therefore kept as ``(v, g)`` at the step of its last input and advanced lazily,
+with precomputed power tables ``a^n``, ``b^n`` (no ``exp`` in the hot loop); a neuron that
+receives no input is never touched.
+
+After each step's input to a neuron the engine decides whether, and when, its free
+trajectory crosses threshold before any further input: ``x(t) < A = x + c g`` bounds it
+analytically (almost every call stops here); otherwise the discrete peak follows from the
+continuous one, bisection on the rising part finds the first step above ``v_th``, and
+Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` is iterated from a few
+steps before to confirm it. A crossing is put into a calendar queue (a ring of buckets,
+one per step; stale entries are recognised by the neuron's current prediction). The spike
+record itself serves as the 18-step delay buffer. Per step:
+
+1. pop this step's predicted crossings -> spikes (sorted by neuron index);
+2. deliver the synaptic events of the spikes of ``step - delay`` (targets advanced to this
+   step, ``g += w``; nothing reaches a neuron that is refractory or spikes in this step)
+   and the Poisson kicks (``v += kick``);
+3. reset the spikers (``v = v_rst``, ``g = 0``, integration and input resume at
+   ``step + max(rfc, 1)``);
+4. re-predict only the neurons touched in this step.
+
+The kernels (:mod:`brainfly.engines._event_kernels`) are numba ``njit(cache=True,
+nogil=True)`` functions with no per-step Python; trials run in parallel threads, one
+workspace per thread. Each trial depends only on its own input, so the same seed gives the
+same spikes whatever the number of threads. Poisson input comes from
+:meth:`~brainfly.engines.base.SimulationInput.kicks` (the shared draws of
+:func:`brainfly.schedule.draw_poisson`, or the explicit input schedule).
+
+Exactness
+---------
+Closed-form jumps differ from Brian2's step-by-step iteration by floating-point
+round-off only (a few ulp of ``v``; Brian2's own C++ standalone build with
+``-ffast-math`` differs from its numpy target by as much). Spike identity, the
+criterion of the conformance suite, holds unless a membrane potential lands within
+round-off (~1e-17 V) of ``v_th``; on a continuous-valued trajectory that has probability
+of order 1e-14 per input.
+
+Beyond the reference
+--------------------
+``result.meta`` also holds
+
+- ``runaway``: a list with one dict ``{"trial", "runaway": True, "onset_s", "criterion"}``
+  per trial that entered a self-sustaining state (non-driven spikes exceeding
+  ``runaway_rate_hz`` x n_neurons in a ``runaway_window_ms`` window, at least
+  ``runaway_min_spikes``; or spikes continuing ``runaway_quiet_ms`` after the last
+  external input); ``runaway_by_trial`` (list of bool, in trial order);
+- ``first_spike_step``: the propagation front, a compact table (dict of equal-length
+  numpy arrays ``trial``, ``idx``, ``first_input_step``, ``first_spike_step`` (-1: never
+  spiked), ``latency_steps`` (from the trial's first kick; -1: never spiked)) with one
+  row per neuron reached (received input or spiked) per trial;
+  ``stimulus_onset_step`` (list per trial);
+- ``n_events`` (synaptic events delivered), ``timings_s``, ``n_threads``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ValidationError
+from ..results import SpikeResult
+from .base import Engine, ProgressCallback, SimulationInput, register_engine
+
+__all__ = ["EventEngine"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS: dict[str, Any] = {
+    "n_threads": None,            # default: min(n_trials, os.cpu_count())
+    "runaway_window_ms": 20.0,    # sliding window of the activity bound
+    "runaway_rate_hz": 0.5,       # mean rate of the whole network that counts as runaway
+    "runaway_min_spikes": 200,    # ... but at least this many non-driven spikes per window
+    "runaway_quiet_ms": 100.0,    # spikes this long after the last external input: runaway
+    "ring_steps": 1024,           # buckets of the calendar queue (power of two)
+}
+
+
+@register_engine
+class EventEngine(Engine):
+    """Exact event-driven CPU engine (numba); cost grows with synaptic events.
+
+    Parameters
+    ----------
+    n_threads : int, optional
+        Threads that run trials in parallel (default: min(n_trials, CPU count)). The
+        spikes do not depend on it.
+    runaway_window_ms, runaway_rate_hz, runaway_min_spikes, runaway_quiet_ms : float
+        Runaway (self-sustaining activity) detection, see the module docstring.
+    ring_steps : int
+        Buckets of the calendar queue (a power of two; any value is correct).
+    """
+
+    name = "event"
+    exact = True
+    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
+    description = "exact event-driven CPU engine (numba); cost grows with synaptic events"
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(_DEFAULTS)
+        if unknown:
+            raise ValidationError(
+                f"engine 'event': unknown option(s) {sorted(unknown)}; valid options are {sorted(_DEFAULTS)}"
+            )
+        merged = {**_DEFAULTS, **options}
+        nt = merged["n_threads"]
+        if nt is not None and (isinstance(nt, bool) or not isinstance(nt, (int, np.integer)) or nt < 1):
+            raise ValidationError(f"engine 'event' option n_threads: must be an integer >= 1 (got {nt!r})")
+        ring = merged["ring_steps"]
+        if isinstance(ring, bool) or not isinstance(ring, (int, np.integer)) or ring < 1 or ring & (ring - 1):
+            raise ValidationError(f"engine 'event' option ring_steps: must be a power of two >= 1 (got {ring!r})")
+        for key in ("runaway_window_ms", "runaway_rate_hz", "runaway_min_spikes", "runaway_quiet_ms"):
+            val = merged[key]
+            if isinstance(val, bool) or not isinstance(val, (int, float, np.integer, np.floating)) or val < 0:
+                raise ValidationError(f"engine 'event' option {key}: must be a number >= 0 (got {val!r})")
+        super().__init__(**merged)
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        """Available where numba imports."""
+        try:
+            import numba  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - any import failure means unavailable
+            return False, f"numba cannot be imported ({exc})"
+        return True, ""
+
+    # ------------------------------------------------------------------ run
+    def simulate(self, sim: SimulationInput, trials: list[int],
+                 progress: ProgressCallback | None = None) -> SpikeResult:
+        """Run the given trials of *sim*; see the module docstring."""
+        from . import _event_kernels as K
+
+        t0 = time.perf_counter()
+        opts = self.options
+        co = sim.coeffs
+        p = sim.params
+        net = sim.connectome
+        n = net.n_neurons
+        n_steps = int(sim.n_steps)
+        trials = [int(k) for k in trials]
+        indptr = np.ascontiguousarray(net.indptr, dtype=np.int64)
+        post = np.ascontiguousarray(net.post_idx, dtype=np.int32)
+        weight = np.ascontiguousarray(sim.weight_v(), dtype=np.float64)
+        rfc = np.ascontiguousarray(sim.refractory_steps, dtype=np.int64)
+        driven = np.zeros(n, dtype=np.bool_)
+        # one translation of the model constants (volts, steps)
+        tau = p.tau_ms * 1e-3
+        t_mbr = p.t_mbr_ms * 1e-3
+        a, b = co.v_decay, co.g_decay
+        c = tau / (t_mbr - tau)
+        ks = np.arange(n_steps + 2, dtype=np.float64)
+        apow = np.power(a, ks)
+        bpow = np.power(b, ks)
+
+        kicks = sim.kicks(trials)
+        driven[kicks.idx] = True
+        driven[sim.activated_idx] = True
+        t_draw = time.perf_counter()
+        # kicks of trial trials[j] are kicks[lo_j:hi_j] (the schedule is sorted by trial)
+        lo_hi = [(int(np.searchsorted(kicks.trial, k, "left")), int(np.searchsorted(kicks.trial, k, "right")))
+                 for k in trials]
+
+        window = int(round(opts["runaway_window_ms"] / p.dt_ms))
+        count = max(float(opts["runaway_min_spikes"]), opts["runaway_rate_hz"] * n * window * p.dt_s)
+        count = int(count)
+        quiet = int(round(opts["runaway_quiet_ms"] / p.dt_ms))
+
+        n_threads = opts["n_threads"] or min(len(trials), os.cpu_count() or 1)
+        n_threads = max(1, min(int(n_threads), max(len(trials), 1)))
+        pool: list[dict] = []
+        pool_lock = threading.Lock()
+        done = [0]
+        done_lock = threading.Lock()
+
+        def take_ws() -> dict:
+            with pool_lock:
+                if pool:
+                    return pool.pop()
+            return K.new_workspace(n, int(opts["ring_steps"]))
+
+        def one(j: int) -> tuple:
+            ws = take_ws()
+            try:
+                ws["epoch"] += 1
+                lo, hi = lo_hi[j]
+                out = K.run_trial(
+                    indptr, post, weight, rfc, driven,
+                    np.ascontiguousarray(kicks.idx[lo:hi], dtype=np.int64),
+                    np.ascontiguousarray(kicks.step[lo:hi], dtype=np.int64),
+                    n_steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
+                    a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow,
+                    ws["v"], ws["g"], ws["t_last"], ws["free_from"], ws["pred"], ws["stamp"],
+                    ws["first_in"], ws["first_sp"], ws["mark"], ws["last_spike"], ws["head"],
+                    ws["epoch"], window, count, quiet,
+                )
+                sp_idx, sp_step, n_sp, reached, n_reached, kind, onset, n_ev = out
+                reached = reached[:n_reached].copy()
+                reached.sort()
+                front = (reached, ws["first_in"][reached].copy(), ws["first_sp"][reached].copy())
+                onset_kick = int(kicks.step[lo]) if hi > lo else -1
+                res = (sp_idx[:n_sp].copy(), sp_step[:n_sp].copy(), front, int(kind), int(onset),
+                       int(n_ev), onset_kick)
+            finally:
+                with pool_lock:
+                    pool.append(ws)
+            if progress is not None:
+                with done_lock:
+                    done[0] += 1
+                    progress(done[0], len(trials))
+            return res
+
+        if n_threads == 1 or len(trials) <= 1:
+            outs = [one(j) for j in range(len(trials))]
+        else:
+            with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="brainfly-event") as ex:
+                outs = list(ex.map(one, range(len(trials))))
+        t_sim = time.perf_counter()
+
+        # ------------------------------------------------------------ assemble
+        tr_parts, idx_parts, step_parts = [], [], []
+        f_tr, f_idx, f_in, f_sp, f_lat = [], [], [], [], []
+        runaway, runaway_by_trial, onsets = [], [], []
+        n_events = 0
+        names = {1: "activity bound", 2: "sustained without input"}
+        for k, (si, ss, front, kind, onset, n_ev, onset_kick) in zip(trials, outs):
+            tr_parts.append(np.full(si.shape[0], k, np.int32))
+            idx_parts.append(si)
+            step_parts.append(ss)
+            r_idx, r_in, r_sp = front
+            f_tr.append(np.full(r_idx.shape[0], k, np.int32))
+            f_idx.append(r_idx.astype(np.int32))
+            f_in.append(r_in)
+            f_sp.append(r_sp)
+            f_lat.append(np.where(r_sp >= 0, r_sp - max(onset_kick, 0), -1))
+            onsets.append(onset_kick)
+            n_events += n_ev
+            runaway_by_trial.append(bool(kind))
+            if kind:
+                runaway.append({"trial": k, "runaway": True, "onset_s": onset * p.dt_s,
+                                "criterion": names.get(kind, str(kind))})
+        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.empty(0, dt))
+        meta = {
+            "n_threads": n_threads,
+            "n_events": n_events,
+            "runaway": runaway,
+            "runaway_by_trial": runaway_by_trial,
+            "stimulus_onset_step": onsets,
+            "first_spike_step": {
+                "trial": cat(f_tr, np.int32),
+                "idx": cat(f_idx, np.int32),
+                "first_input_step": cat(f_in, np.int64),
+                "first_spike_step": cat(f_sp, np.int64),
+                "latency_steps": cat(f_lat, np.int64),
+            },
+            "timings_s": {"inputs": t_draw - t0, "simulate": t_sim - t_draw,
+                          "total": time.perf_counter() - t0},
+        }
+        for r in runaway:
+            log.info("event engine: trial %d entered a self-sustaining state at %.4f s (%s)",
+                     r["trial"], r["onset_s"], r["criterion"])
+        return SpikeResult(
+            cat(tr_parts, np.int32), cat(idx_parts, np.int32), cat(step_parts, np.int64),
+            np.asarray(net.flywire_ids, dtype=np.int64), trials, n_steps, p.dt_s, sim.experiment.name,
+            engine=self.name, connectome_label=net.label, synthetic=bool(net.synthetic), meta=meta,
+        )
