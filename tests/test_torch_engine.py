@@ -1,0 +1,336 @@
+"""The batched PyTorch engine: exactness against Brian2, mixed-condition batches, options.
+
+Tiny networks only (``brainfly.testing.networks``); speed is measured in
+``benchmarks/bench_torch.py``. Tests marked ``gpu`` run with ``--run-gpu`` on a CUDA
+machine (``benchmarks/gpu_check.sh``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from brainfly.connectome import Connectome  # noqa: E402
+from brainfly.engines.base import engine_names, get_engine, prepare  # noqa: E402
+from brainfly.errors import EngineUnavailable, UnsupportedFeature, ValidationError  # noqa: E402
+from brainfly.experiment import Experiment, StimulusSet  # noqa: E402
+from brainfly.testing.networks import FLYWIRE_BASE, STRONG, case_names, get_case, random_network  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------- helpers
+def _same(a, b) -> bool:
+    return (np.array_equal(a.trial, b.trial) and np.array_equal(a.idx, b.idx)
+            and np.array_equal(a.step, b.step) and a.trials == b.trials)
+
+
+def _brian2():
+    """The Brian2 reference engine (single process), or skip with the reason."""
+    if "brian2" not in engine_names():
+        pytest.skip("the brian2 engine is not registered (brainfly.engines.brian2_engine missing)")
+    eng = get_engine("brian2", n_jobs=1)
+    ok, reason = eng.is_available()
+    if not ok:
+        pytest.skip(f"brian2 engine unavailable: {reason}")
+    return eng
+
+
+def _case_experiment(name: str, tmp_path, **kw):
+    case = get_case(name)
+    path = case.write_schedule(tmp_path / f"{name}.parquet")
+    return case, case.experiment(path, **kw)
+
+
+def _poisson_net(seed: int = 3) -> tuple[Connectome, np.ndarray]:
+    return random_network(n_neurons=80, n_driven=10, seed=seed)
+
+
+def _fids(net: Connectome, idx) -> tuple[int, ...]:
+    return tuple(int(f) for f in net.flywire_ids[np.asarray(idx, dtype=np.int64)])
+
+
+def _run(eng, net, exp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return eng.run(net, exp)
+
+
+# ---------------------------------------------------------------------------- registry, options
+def test_registered_with_defaults():
+    assert "torch" in engine_names()
+    eng = get_engine("torch")
+    assert eng.name == "torch" and eng.exact and type(eng).exact
+    assert (eng.device, eng.dtype, eng.delivery, eng.kicks_mode) == ("cpu", "float64", "sequential", "schedule")
+    assert eng.is_available() == (True, "")
+    assert not get_engine("torch", dtype="float32").exact
+    assert not get_engine("torch", delivery="dense").exact
+    cuda = get_engine("torch", device="cuda")  # constructing needs no GPU; running does
+    assert (cuda.dtype, cuda.delivery, cuda.cuda_graph, cuda.exact) == ("float32", "dense", True, False)
+    assert {"schedule", "poisson", "silencing", "silencing_both", "multi_rate", "float64"} <= eng.capabilities
+
+
+@pytest.mark.parametrize("opts, match", [
+    ({"device": "tpu"}, "device"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"delivery": "sparse"}, "delivery"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"kicks": "numpy"}, "kicks"),
+    ({"kicks": "device"}, "float32 fast mode"),
+    ({"compile": True}, "compile"),
+    ({"cuda_graph": True, "delivery": "sequential"}, "cuda_graph"),
+    ({"chunk_steps": 0}, "chunk_steps"),
+    ({"devise": "cpu"}, "unknown option"),
+])
+def test_bad_options_are_refused(opts, match):
+    with pytest.raises(ValidationError, match=match):
+        get_engine("torch", **opts)
+
+
+@pytest.mark.skipif(CUDA, reason="CUDA is available here")
+def test_cuda_without_gpu_is_unavailable(tmp_path):
+    case, exp = _case_experiment("chain", tmp_path)
+    with pytest.raises(EngineUnavailable, match="CUDA is not available"):
+        get_engine("torch", device="cuda").run(case.connectome, exp)
+
+
+def test_device_kicks_cannot_replay_a_schedule(tmp_path):
+    case, exp = _case_experiment("chain", tmp_path)
+    with pytest.raises(UnsupportedFeature, match="input schedule"):
+        get_engine("torch", dtype="float32", kicks="device").run(case.connectome, exp)
+
+
+def test_cpu_index_add_is_sequential():
+    """The exact mode relies on CPU ``index_add_`` adding in index order (numpy.add.at's order)."""
+    g = torch.ones(2, dtype=torch.float64)
+    g.index_add_(0, torch.tensor([0, 0, 1]), torch.tensor([1e-16, 1e-16, 2e-16], dtype=torch.float64))
+    assert g.tolist() == [1.0, 1.0 + 2.220446049250313e-16]
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 50, 200_000)
+    w = rng.standard_normal(200_000) * 1e-3
+    a = np.full(50, 0.3)
+    np.add.at(a, idx, w)
+    t = torch.full((50,), 0.3, dtype=torch.float64)
+    t.index_add_(0, torch.from_numpy(idx), torch.from_numpy(w))
+    assert np.array_equal(a, t.numpy())
+
+
+# ---------------------------------------------------------------------------- semantics without Brian2
+def test_kick_delay_and_hops(tmp_path):
+    """A kick in step s fires the driver in s+1; each strong hop takes delay + 1 = 19 steps."""
+    case, exp = _case_experiment("chain", tmp_path)
+    res = get_engine("torch").run(case.connectome, exp)
+    first = {i: int(res.step[res.idx == i].min()) for i in range(4)}
+    assert first == {0: 4, 1: 23, 2: 42, 3: 61}
+
+
+def test_input_during_refractory_period_is_dropped(tmp_path):
+    """Strong input reaching a neuron 4 steps into its refractory period has no effect."""
+    from brainfly.schedule import InputSchedule
+
+    fids = FLYWIRE_BASE + np.arange(3)
+    net = Connectome.from_edges(fids, [0, 2], [1, 1], [STRONG, STRONG], name="tiny-refr", synthetic=True)
+    # 0 fires at 6 -> 1 gets input at 24, spikes at 25; 2 fires at 11 -> input at 29: dropped
+    sched = InputSchedule(np.zeros(2), np.array([0, 2]), np.array([5, 10]))
+    path = sched.write(tmp_path / "s.csv", fids)
+    exp = Experiment(name="refr", t_run=0.01, input_schedule=str(path))
+    for opts in ({}, {"delivery": "dense"}, {"dtype": "float32"}):
+        res = get_engine("torch", **opts).run(net, exp)
+        assert res.step[res.idx == 1].tolist() == [25], opts
+
+
+def test_dense_and_sequential_delivery_agree_on_a_random_network():
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven[:5]), 250.0),
+                                        StimulusSet(_fids(net, driven[5:]), 80.0)),
+                     t_run=0.1, n_trials=3, seed=5)
+    seq = get_engine("torch").run(net, exp)
+    dense = get_engine("torch", delivery="dense", batch_size=2).run(net, exp)
+    assert seq.n_spikes > 200 and np.unique(seq.idx).size > 20  # the network really is active
+    assert _same(seq, dense)
+
+
+def test_float32_fast_mode_is_close():
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.2, n_trials=4, seed=2)
+    ref = get_engine("torch").run(net, exp)
+    fast = get_engine("torch", dtype="float32").run(net, exp)
+    assert ref.n_spikes > 500
+    assert abs(fast.n_spikes - ref.n_spikes) <= 0.02 * ref.n_spikes
+    c_ref, c_fast = ref.spike_counts().sum(0), fast.spike_counts().sum(0)
+    assert np.corrcoef(c_ref, c_fast)[0, 1] > 0.99
+
+
+def test_device_kicks_have_the_poisson_rate():
+    """kicks='device': each kick fires an unconnected driven neuron one step later."""
+    n = 40
+    net = Connectome.from_edges(FLYWIRE_BASE + np.arange(n), [], [], [], name="tiny-free", synthetic=True)
+    exp = Experiment(name="free", stimuli=(StimulusSet(_fids(net, range(n)), 200.0),), t_run=0.5, n_trials=2)
+    res = get_engine("torch", dtype="float32", kicks="device").run(net, exp)
+    p = 200.0 * 1e-4
+    # a kick in the spike step itself is wiped by the reset: rate p (1 - p) per step
+    expect = 2 * n * exp.n_steps * p * (1 - p)
+    assert abs(res.n_spikes - expect) < 5 * np.sqrt(expect)
+    assert res.meta["engine_options"]["kicks"] == "device"
+
+
+def test_metadata_and_progress(tmp_path):
+    case, exp = _case_experiment("trials", tmp_path)
+    calls = []
+    res = get_engine("torch", batch_size=2).run(case.connectome, exp, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(2, 3), (3, 3)]
+    assert res.engine == "torch" and res.trials == [0, 1, 2] and res.synthetic
+    assert res.meta["exact"] is True and res.meta["engine_options"]["dtype"] == "float64"
+    assert res.meta["block_steps"] == exp.params.delay_steps and res.meta["host_syncs"] >= 1
+
+
+def test_subset_of_trials(tmp_path):
+    case, exp = _case_experiment("trials", tmp_path)
+    full = get_engine("torch").run(case.connectome, exp)
+    part = get_engine("torch").run(case.connectome, exp, trials=[2])
+    keep = full.trial == 2
+    assert part.trials == [2]
+    assert np.array_equal(part.idx, full.idx[keep]) and np.array_equal(part.step, full.step[keep])
+
+
+# ---------------------------------------------------------------------------- mixed-condition batches
+def _conditions(net, driven) -> list[Experiment]:
+    a, b = _fids(net, driven[:5]), _fids(net, driven[5:])
+    silenced = _fids(net, [20, 21, 30, 41])
+    base = dict(t_run=0.1, seed=11)
+    return [
+        Experiment(name="two-rates", stimuli=(StimulusSet(a, 250.0), StimulusSet(b, 60.0)), n_trials=2, **base),
+        Experiment(name="silence-out", stimuli=(StimulusSet(a + b, 200.0),), silenced=silenced, n_trials=3,
+                   **base),
+        Experiment(name="silence-both", stimuli=(StimulusSet(a + b, 200.0),), silenced=silenced,
+                   silence_mode="both", n_trials=2, **base),
+        Experiment(name="few", stimuli=(StimulusSet(b, 300.0),), n_trials=1, t_run=0.1, seed=4),
+    ]
+
+
+@pytest.mark.parametrize("opts", [{}, {"delivery": "dense", "batch_size": 3}, {"batch_size": 5}])
+def test_mixed_batch_equals_separate_runs(opts):
+    net, driven = _poisson_net()
+    exps = _conditions(net, driven)
+    eng = get_engine("torch", **opts)
+    together = eng.run_batch(net, exps)
+    assert [r.exp_name for r in together] == [e.name for e in exps]
+    counts = []
+    for exp, res in zip(exps, together):
+        alone = get_engine("torch", **opts).run(net, exp)
+        assert _same(res, alone), exp.name
+        counts.append(res.n_spikes)
+        assert res.meta["conditions_in_batch_run"] == len(exps)
+    assert min(counts) > 20 and len(set(counts)) == len(counts)  # conditions really differ
+    # silencing matters: silenced neurons still spike, but their targets lose input
+    out_targets = together[1].spike_counts().sum(0)
+    assert out_targets.sum() != together[2].spike_counts().sum(0).sum()
+
+
+def test_run_batch_refuses_mismatched_experiments():
+    net, driven = _poisson_net()
+    a = Experiment(name="a", stimuli=(StimulusSet(_fids(net, driven), 100.0),), t_run=0.1)
+    eng = get_engine("torch")
+    with pytest.raises(ValidationError, match="t_run"):
+        eng.run_batch(net, [a, a.with_(name="b", t_run=0.2)])
+    with pytest.raises(ValidationError, match="empty"):
+        eng.run_batch(net, [])
+    with pytest.raises(ValidationError, match="trials"):
+        eng.run_batch(net, [a], trials=[[0], [1]])
+
+
+# ---------------------------------------------------------------------------- against Brian2
+@pytest.mark.parametrize("name", case_names())
+def test_spike_identical_to_brian2_on_tiny_cases(name, tmp_path):
+    b2 = _brian2()
+    case, exp = _case_experiment(name, tmp_path)
+    ref = _run(b2, case.connectome, exp)
+    for i in case.must_spike:
+        assert (ref.idx == i).any(), f"reference: neuron {i} of case {name} never spiked"
+    for delivery in ("sequential", "dense"):
+        res = get_engine("torch", delivery=delivery).run(case.connectome, exp)
+        assert _same(res, ref), f"case {name} ({delivery}): {res.n_spikes} spikes vs Brian2's {ref.n_spikes}"
+
+
+def test_shared_poisson_draws_identical_to_brian2():
+    """Without a schedule file both engines consume draw_poisson's kicks (Brian2: use_schedule)."""
+    if "brian2" not in engine_names():
+        pytest.skip("the brian2 engine is not registered")
+    b2 = get_engine("brian2", n_jobs=1, use_schedule=True)
+    net, driven = _poisson_net()
+    exp = _conditions(net, driven)[1].with_(n_trials=2, t_run=0.05)
+    ref = _run(b2, net, exp)
+    assert ref.n_spikes > 30
+    assert _same(get_engine("torch").run(net, exp), ref)
+
+
+def test_agrees_with_event_engine():
+    if "event" not in engine_names():
+        pytest.skip("the event engine is not registered yet")
+    ev = get_engine("event", n_threads=1)
+    ok, reason = ev.is_available()
+    if not ok:
+        pytest.skip(f"event engine unavailable: {reason}")
+    net, driven = _poisson_net()
+    exp = _conditions(net, driven)[0]
+    ref = ev.run(net, exp)
+    assert ref.n_spikes > 30
+    assert _same(get_engine("torch").run(net, exp), ref)
+
+
+# ---------------------------------------------------------------------------- GPU (run with --run-gpu)
+def _cuda_or_skip():
+    if not CUDA:
+        pytest.skip("no CUDA device")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", case_names())
+def test_gpu_float64_matches_cpu_exact(name, tmp_path):
+    _cuda_or_skip()
+    case, exp = _case_experiment(name, tmp_path)
+    ref = get_engine("torch").run(case.connectome, exp)
+    for graph in (False, True):
+        res = get_engine("torch", device="cuda", dtype="float64", cuda_graph=graph).run(case.connectome, exp)
+        assert _same(res, ref), (name, graph)
+        assert res.meta["cuda_graph_used"] is (graph and exp.n_steps >= exp.params.delay_steps)
+
+
+@pytest.mark.gpu
+def test_gpu_mixed_batch_equals_separate_runs():
+    _cuda_or_skip()
+    net, driven = _poisson_net()
+    exps = _conditions(net, driven)
+    eng = get_engine("torch", device="cuda", dtype="float64")
+    together = eng.run_batch(net, exps)
+    for exp, res in zip(exps, together):
+        assert _same(res, get_engine("torch").run(net, exp)), exp.name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("opts", [{}, {"cuda_graph": False}, {"kicks": "device"}, {"sequential": True}])
+def test_gpu_float32_modes_are_close(opts):
+    _cuda_or_skip()
+    opts = dict(opts)
+    if opts.pop("sequential", False):
+        opts.update(delivery="sequential", cuda_graph=False)
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.2, n_trials=8, seed=2)
+    ref = get_engine("torch").run(net, exp)
+    fast = get_engine("torch", device="cuda", **opts).run(net, exp)
+    assert abs(fast.n_spikes - ref.n_spikes) <= 0.05 * ref.n_spikes, (fast.n_spikes, ref.n_spikes)
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_step_is_close():
+    _cuda_or_skip()
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.2, n_trials=8, seed=2)
+    eager = get_engine("torch", device="cuda").run(net, exp)
+    comp = get_engine("torch", device="cuda", compile=True).run(net, exp)
+    assert abs(comp.n_spikes - eager.n_spikes) <= 0.02 * eager.n_spikes
+    assert comp.meta["engine_options"]["compile"] is True
