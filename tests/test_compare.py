@@ -1,0 +1,221 @@
+"""Comparison with the ground truth: statistics, verdicts, identity and first divergence, files, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainfly.compare import (
+    SCHEMA_VERSION, THRESHOLDS, VERDICT_TABLE_MD, Comparison, active_set_overlap, add_compare_arguments,
+    compare_results, first_divergence, input_fingerprint, neuron_rate_matrix, pearson, rankdata,
+    rate_standard_error, run_compare_from_args, spearman, spikes_file_name, within_se_share,
+)
+from brainfly.results import SpikeResult
+
+REFERENCE_V630 = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference-v630"
+FIDS = np.arange(1000, 1040, dtype=np.int64)
+
+
+def make(trial, idx, step, *, trials=(0, 1, 2, 3), n_steps=10_000, engine="brian2", inp="schedule:abc", fids=FIDS):
+    return SpikeResult(np.asarray(trial), np.asarray(idx), np.asarray(step), fids, list(trials), n_steps, 1e-4,
+                       "exp", engine=engine, meta={} if inp is None else {"input": inp})
+
+
+def poisson_like(seed, rates_hz, n_trials=4, n_steps=10_000, scale=1.0, **kw):
+    """Spikes with per-neuron rates (Bernoulli per step), a stand-in for a network's output."""
+    rng = np.random.default_rng(seed)
+    t, i, s = [], [], []
+    for trial in range(n_trials):
+        for neuron, rate in enumerate(rates_hz):
+            steps = np.flatnonzero(rng.random(n_steps) < rate * scale * 1e-4)
+            t += [trial] * steps.size
+            i += [neuron] * steps.size
+            s += steps.tolist()
+    return make(t, i, s, trials=range(n_trials), n_steps=n_steps, **kw)
+
+
+RATES = np.r_[np.linspace(2, 80, 30), np.zeros(10)]
+
+
+# ------------------------------------------------------------------ statistics pieces
+def test_rank_and_correlations_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, 50).astype(float)
+    b = a + rng.normal(0, 1, 50)
+    assert np.allclose(rankdata(a), stats.rankdata(a))
+    assert pearson(a, b) == pytest.approx(stats.pearsonr(a, b)[0])
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0])
+    assert np.isnan(pearson(np.ones(3), np.arange(3.0)))
+
+
+def test_overlap_rates_and_standard_error():
+    ov = active_set_overlap(np.array([1, 2, 3]), np.array([2, 3, 4, 5]))
+    assert ov["jaccard"] == pytest.approx(2 / 5) and ov["precision"] == 0.5 and ov["recall"] == pytest.approx(2 / 3)
+    assert ov["only_reference"].tolist() == [1] and ov["only_candidate"].tolist() == [4, 5]
+    r = make([0, 0, 1], [3, 3, 5], [1, 2, 3], trials=(0, 1), n_steps=10_000)
+    fids, rates = neuron_rate_matrix(r)
+    assert fids.tolist() == [1003, 1005] and rates.tolist() == [[2.0, 0.0], [0.0, 1.0]]
+    _, rates = neuron_rate_matrix(r, np.array([1003, 1004]), t_run=2.0)
+    assert rates.tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    se = rate_standard_error(np.array([[10.0, 0.0], [12.0, 0.0]]), n_cand=2, t_run=1.0)
+    assert se[0] == pytest.approx(np.std([10, 12], ddof=1) * 1.0) and se[1] == pytest.approx(1.0)
+    assert within_se_share(np.array([10.0, 0.0]), np.array([10.5, 5.0]), se) == 0.5
+
+
+def test_input_fingerprint_needs_kind_and_detail():
+    assert input_fingerprint(make([], [], [], inp="schedule:ab12")) == "schedule:ab12"
+    for value in (None, "PoissonInput", "schedule", "", "poisson:"):
+        assert input_fingerprint(make([], [], [], inp=value)) is None
+
+
+# ------------------------------------------------------------------ verdicts on hand-made results
+def test_identical_with_same_input_is_match_with_identity():
+    ref = poisson_like(1, RATES)
+    cand = poisson_like(1, RATES, engine="event")
+    c = compare_results(ref, cand)
+    assert c.verdict == "MATCH" and c.same_input and c.identical is True and c.first_divergence is None
+    assert c.spike_ratio == 1.0 and c.jaccard == 1.0 and c.pearson == pytest.approx(1.0)
+    assert c.within_3se == 1.0 and c.median_abs_pct_diff == 0.0
+    json.dumps(c.to_dict())
+
+
+def test_shifted_spike_gives_first_divergence():
+    ref = poisson_like(2, RATES)
+    step = ref.step.copy()
+    k = 57
+    step[k] += 1  # one spike one step later
+    cand = make(ref.trial, ref.idx, step, trials=ref.trials, engine="event")
+    c = compare_results(ref, cand, names={int(FIDS[ref.idx[k]]): "MN9"})
+    assert c.same_input and c.identical is False
+    d = c.first_divergence
+    assert (d["trial"], d["step"], d["flywire_id"], d["side"]) == (int(ref.trial[k]), int(ref.step[k]),
+                                                                   int(FIDS[ref.idx[k]]), "reference")
+    assert d["name"] == "MN9" and d["other"]["step"] >= d["step"]
+    assert d["t"] == pytest.approx(d["step"] * 1e-4)
+    assert c.verdict == "MATCH"  # one spike moved by 0.1 ms: statistically the same run
+    assert first_divergence(ref, ref) is None
+
+
+def test_different_input_no_identity_claim_but_statistical_match():
+    ref = poisson_like(3, RATES, inp=None)
+    cand = poisson_like(4, RATES, engine="torch", inp="poisson:seed=4")
+    c = compare_results(ref, cand)
+    assert not c.same_input and c.identical is None and c.first_divergence is None
+    assert c.verdict == "MATCH", c.reasons
+
+
+def test_scaled_rates_deviate():
+    ref = poisson_like(5, RATES)
+    cand = poisson_like(6, RATES, scale=0.5, engine="torch")
+    c = compare_results(ref, cand, top=5)
+    assert c.verdict == "DEVIATED" and c.spike_ratio == pytest.approx(0.5, abs=0.08)
+    assert c.median_pct_diff == pytest.approx(-50, abs=15)
+    assert len(c.top_deviating) == 5 and all(r["diff_hz"] < 0 for r in c.top_deviating)
+    assert c.pearson > 0.9  # the pattern is kept, the rates are not: deviation is in ratio and SE test
+    assert any("spike ratio" in r for r in c.reasons)
+
+
+def test_slightly_off_is_close():
+    ref = poisson_like(7, RATES, n_trials=8)
+    cand = poisson_like(8, RATES, n_trials=8, scale=0.9, engine="torch")
+    c = compare_results(ref, cand)
+    assert c.verdict == "CLOSE", c.reasons
+
+
+def test_no_spikes_edge_cases():
+    empty = make([], [], [])
+    assert compare_results(empty, make([], [], [], engine="x")).verdict == "MATCH"
+    some = make([0], [1], [5], engine="x", inp=None)
+    assert compare_results(empty, some).verdict == "DEVIATED"
+
+
+def test_thresholds_table_documented():
+    assert "| MATCH |" in VERDICT_TABLE_MD and "| DEVIATED |" in VERDICT_TABLE_MD
+    assert f"{THRESHOLDS.match_pearson:g}" in VERDICT_TABLE_MD
+
+
+# ------------------------------------------------------------------ the paper's own output files
+needs_v630 = pytest.mark.skipif(not (REFERENCE_V630 / "sugarR.parquet").exists(),
+                                reason="../shared/data/reference-v630 not present")
+
+
+@needs_v630
+def test_paper_files_200_vs_100_hz_deviate_and_self_matches():
+    from brainfly.compare import load_run
+
+    hi = load_run(REFERENCE_V630 / "sugarR.parquet", 1.0, "brian2")
+    lo = load_run(REFERENCE_V630 / "sugarR_100Hz.parquet", 1.0, "brian2-100")
+    assert hi.n_steps == 10_000 and hi.n_trials == 30
+    c = compare_results(hi, lo)
+    assert c.verdict == "DEVIATED" and c.spike_ratio == pytest.approx(289_073 / 511_566)
+    assert c.n_active_reference == 448 and c.n_active_candidate == 404
+    same = compare_results(hi, hi)
+    assert same.verdict == "MATCH" and same.identical is None  # no input fingerprint in the paper's files
+
+
+# ------------------------------------------------------------------ saved runs -> JSON + figure
+def _args(argv):
+    parser = add_compare_arguments(argparse.ArgumentParser())
+    return parser.parse_args(argv)
+
+
+def test_compare_saved_runs_writes_json_and_figure(tmp_path):
+    res = tmp_path / "results"
+    poisson_like(1, RATES).write_parquet(res / spikes_file_name("brian2", "exp", 1, 4))
+    poisson_like(1, RATES, engine="event").write_parquet(res / spikes_file_name("event", "exp", 1, 4))
+    poisson_like(9, RATES, scale=0.5, engine="torch-cpu", inp=None).write_parquet(
+        res / spikes_file_name("torch-cpu", "exp", 1, 4))
+    poisson_like(9, RATES, engine="torch-cpu").write_parquet(res / spikes_file_name("torch-cpu", "exp", 0.1, 4))
+    out = tmp_path / "gt.json"
+    code = run_compare_from_args(_args(["--results-dir", str(res), "--out", str(out)]))
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "brainfly.ground-truth-comparison" and doc["schema_version"] == SCHEMA_VERSION
+    verdicts = {(c["candidate_engine"], c["t_run"]): c["verdict"] for c in doc["comparisons"]}
+    assert verdicts == {("event", 1.0): "MATCH", ("torch-cpu", 1.0): "DEVIATED"}
+    event = next(c for c in doc["comparisons"] if c["candidate_engine"] == "event")
+    assert event["identical"] is True and event["reference_engine"] == "brian2"
+    assert event["candidate_file"].endswith("event_exp_t1_n4.parquet")
+    assert doc["missing"] and doc["missing"][0]["engine"] == "torch-cpu" and "no reference" in doc["missing"][0]["reason"]
+    assert doc["summary"]["torch-cpu"]["DEVIATED"] == 1
+    assert Path(doc["figure"]).exists() and Path(doc["figure"]).stat().st_size > 1000
+
+
+def test_compare_prefers_brian2_and_raster_when_diverged(tmp_path):
+    res = tmp_path / "results"
+    ref = poisson_like(1, RATES)
+    ref.write_parquet(res / spikes_file_name("brian2-standalone", "exp", 1, 4))
+    step = ref.step.copy()
+    step[100] += 3
+    make(ref.trial, ref.idx, step, trials=ref.trials, engine="event").write_parquet(
+        res / spikes_file_name("event", "exp", 1, 4))
+    out = tmp_path / "gt.json"
+    assert run_compare_from_args(_args(["--results-dir", str(res), "--out", str(out), "--t_run", "1"])) == 0
+    doc = json.loads(out.read_text())
+    (c,) = doc["comparisons"]
+    assert c["reference_engine"] == "brian2-standalone" and c["identical"] is False
+    d = c["first_divergence"]
+    assert (d["trial"], d["step"], d["flywire_id"], d["side"]) == (
+        int(ref.trial[100]), int(ref.step[100]), str(FIDS[ref.idx[100]]), "reference")
+    assert Path(doc["figure"]).exists()
+
+
+def test_compare_two_files_directly(tmp_path):
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    poisson_like(1, RATES, inp=None).write_parquet(a)
+    poisson_like(2, RATES, scale=2.0, inp=None).write_parquet(b)
+    out = tmp_path / "x.json"
+    assert run_compare_from_args(_args(["--files", str(a), str(b), "--out", str(out), "--no-figure"])) == 0
+    doc = json.loads(out.read_text())
+    assert doc["comparisons"][0]["verdict"] == "DEVIATED" and doc["figure"] is None
+
+
+def test_nothing_to_compare_is_an_error(tmp_path):
+    assert run_compare_from_args(_args(["--results-dir", str(tmp_path / "none"), "--out",
+                                        str(tmp_path / "x.json")])) == 1
+    assert isinstance(compare_results(make([], [], []), make([], [], [])), Comparison)
