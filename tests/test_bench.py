@@ -60,6 +60,17 @@ class UntimedEngine(_Base):
 
 
 @register_engine
+class LoopTimedEngine(_Base):
+    name: ClassVar[str] = "test-looptimed"
+
+    def simulate(self, sim, trials, progress=None):
+        result = self.spikes(sim, trials)
+        time.sleep(0.05)
+        result.meta["simulate_s"] = 0.001
+        return result
+
+
+@register_engine
 class CrashEngine(_Base):
     name: ClassVar[str] = "test-crash"
 
@@ -139,6 +150,8 @@ def test_file_naming_one_spelling():
 def test_grid_order_and_targets():
     targets = [parse_target("event"), parse_target("brian2:codegen_target=cython")]
     assert targets[1].label == "brian2-cython" and targets[1].options_dict == {"codegen_target": "cython"}
+    assert parse_target("brian2:use_schedule=true,n_jobs=2").label == "brian2-use-schedule-2"
+    assert parse_target("brian2:use_schedule=true,n_jobs=2").options_dict == {"use_schedule": True, "n_jobs": 2}
     grid = build_grid(targets, [1, 0.1], [4, 1, 4])
     assert [(p.target.label, p.t_run, p.n_run) for p in grid][:4] == [
         ("event", 0.1, 1), ("event", 0.1, 4), ("event", 1.0, 1), ("event", 1.0, 4)]
@@ -210,11 +223,17 @@ def test_grid_survives_crash_hang_failure_and_reports_skips(tiny, tmp_path):
 
 def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
     net, exp = tiny
-    cfg = config(tmp_path, exp, ["test-untimed", "test-quick"], t_runs=(0.01, 0.02), n_runs=(2,), plot=True)
+    cfg = config(tmp_path, exp, ["test-untimed", "test-quick", "test-looptimed"], t_runs=(0.01, 0.02), n_runs=(2,),
+                 plot=True, save_spikes=True)
     rows = run_bench(cfg, net)
     assert all(r["status"] == "ok" for r in rows)
     untimed = rows[0]
     assert untimed["timings_source"] == "measured" and untimed["setup_s"] == 0.0 and untimed["sim_s"] > 0
+    loop = rows[-1]
+    assert loop["timings_source"] == "engine-sim" and loop["sim_s"] == 0.001 and loop["setup_s"] >= 0.04
+    assert loop["total_s"] == pytest.approx(loop["setup_s"] + loop["sim_s"])
+    for p in (tmp_path / "results").glob("test-looptimed*"):
+        p.unlink()
     expected = {spikes_file_name(lbl, "tinyexp", t, 2) for lbl in ("test-untimed", "test-quick") for t in (0.01, 0.02)}
     assert {p.name for p in (tmp_path / "results").glob("*.parquet")} == expected
     saved = SpikeResult.read_parquet(tmp_path / "results" / "test-quick_tinyexp_t0.02_n2.parquet")
@@ -222,4 +241,4 @@ def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 1000
     # rerunning a point replaces its row
     run_bench(config(tmp_path, exp, ["test-quick"], t_runs=(0.01,), n_runs=(2,)), net)
-    assert len(read_csv(cfg.csv_path)) == 4
+    assert len(read_csv(cfg.csv_path)) == 6

@@ -80,7 +80,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "peak_gpu_mb",      # peak GPU memory reported by the engine, MiB (empty if none)
     "wall_s",           # wall time of the whole worker process (start to result)
     "load_s",           # loading the connectome in the parent (once per benchmark)
-    "timings_source",   # engine (meta["timings"]) | measured (around engine.run)
+    "timings_source",   # engine (meta["timings"]) | engine-sim (engine timed its loop only;
+                        # setup = the rest of engine.run) | measured (all of engine.run as sim)
     "engine_name",      # registered engine name
     "engine_options",   # JSON of the options given to the engine
     "device",           # device the engine reported (e.g. cuda:0), if any
@@ -166,7 +167,8 @@ def parse_target(spec: str) -> BenchTarget:
     """A target from a label (``torch-cuda``) or ``ENGINE[:key=value,...]``.
 
     ``ENGINE`` is any registered engine name; options give the label a suffix of their
-    values (``brian2:codegen_target=cython`` -> label ``brian2-cython``).
+    values, or of their names for booleans (``brian2:codegen_target=cython`` -> label
+    ``brian2-cython``; ``brian2:use_schedule=true`` -> ``brian2-use-schedule``).
 
     Raises
     ------
@@ -189,9 +191,15 @@ def parse_target(spec: str) -> BenchTarget:
         if not eq or not key.strip():
             raise ValidationError(f"bench --engines: option {part!r} of {spec!r} must be key=value")
         options.append((key.strip(), _parse_value(value.strip())))
-    label = name
-    if options:
-        label = "-".join([name] + [str(v).replace("_", "-").replace("/", "-") for _, v in options])
+    parts = [name]
+    for key, value in options:
+        if value is True:
+            parts.append(key)
+        elif value is False:
+            parts.append(f"no-{key}")
+        else:
+            parts.append(str(value))
+    label = "-".join(p.replace("_", "-").replace("/", "-").replace(":", "-") for p in parts)
     return BenchTarget(label, (name,), tuple(options), "", f"engine {name}")
 
 
