@@ -12,9 +12,14 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_brainfly_env(tmp_path_factory: pytest.TempPathFactory):
-    """Tests never touch the user's cache, data folder or the network (closed loopback port)."""
+    """Tests never touch the user's cache, data folder or the network (closed loopback port).
+
+    A cache folder set explicitly in ``BRAINFLY_CACHE_DIR`` is kept (e.g. to reuse a generated
+    full-size synthetic connectome across runs); otherwise each session gets a fresh one.
+    """
     saved = {k: os.environ.get(k) for k in ("BRAINFLY_CACHE_DIR", "BRAINFLY_DATA", "BRAINFLY_DATA_URL")}
-    os.environ["BRAINFLY_CACHE_DIR"] = str(tmp_path_factory.mktemp("brainfly-cache"))
+    if not saved["BRAINFLY_CACHE_DIR"]:
+        os.environ["BRAINFLY_CACHE_DIR"] = str(tmp_path_factory.mktemp("brainfly-cache"))
     os.environ.pop("BRAINFLY_DATA", None)
     os.environ["BRAINFLY_DATA_URL"] = "http://127.0.0.1:9/"  # discard port: refused at once
     yield

@@ -294,6 +294,24 @@ def check_pinned(path: str | Path, sha256: str, size: int) -> str:
 
 
 # ------------------------------------------------------------------ neuron list
+def _read_neuron_list_fast(path: Path) -> np.ndarray | None:
+    """The common case (a well-formed file) parsed natively; None sends it to the checking reader."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, index_col=0, encoding="utf-8")
+    except Exception:  # noqa: BLE001 - any failure: the careful reader explains it
+        return None
+    idx = df.index
+    if (df.shape[0] == 0 or idx.dtype != np.int64 or str(idx.name or "").strip() not in ("", "root_id", "flywire_id", "id")
+            or list(df.columns) not in (["Completed"], []) or (df.shape[1] and df["Completed"].dtype != bool)):
+        return None
+    ids = idx.to_numpy(dtype=np.int64)
+    if ids.min() <= 0 or np.unique(ids).size != ids.size:
+        return None
+    return ids
+
+
 def read_neuron_list(path: str | Path) -> np.ndarray:
     """Read a neuron list (Completeness CSV) and return its FlyWire IDs in model-index order.
 
@@ -316,6 +334,9 @@ def read_neuron_list(path: str | Path) -> np.ndarray:
     import pandas as pd
 
     path = Path(path)
+    fast = _read_neuron_list_fast(path)
+    if fast is not None:
+        return fast
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -483,7 +504,7 @@ def _verify_batch(path: Path, cols: dict[str, np.ndarray], flywire_ids: np.ndarr
                         "synapse count > 0")
     exc = cols["Excitatory"]
     if exc.dtype != np.bool_:
-        bad = ~np.isin(exc, (-1, 0, 1))
+        bad = (exc < -1) | (exc > 1)
         if bad.any():
             r = _bad_row(bad, pos)
             raise DataError(f"connection list {path}: Excitatory {exc[r - pos - 1]} in row {r}, expected 1 "
