@@ -194,3 +194,15 @@ def test_local_data_folder_preferred(server, tmp_path, connectome_files, monkeyp
     assert net.n_neurons == 5 and server.requests == []
     assert best_available_dataset() == "flywire-783"
     assert load_connectome(progress=False, verify_checksums=False).meta["choice"].startswith("data folder from $BRAINFLY_DATA")
+
+
+def test_stale_part_longer_than_served_file_is_dropped(published, tmp_path):
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    size = len(published.files[CONN])
+    # a stale part as long as the pinned size but with different bytes: verified, refused, removed
+    (dest / (CONN + ".part")).write_bytes(b"\0" * size)
+    with pytest.raises(ChecksumError):
+        dl.download_file(CONN, dest, progress=False)
+    assert _leftovers(dest) == []
+    assert dl.download_file(CONN, dest, progress=False).read_bytes() == published.files[CONN]

@@ -125,7 +125,15 @@ class _ResumingDownloader:
         if start:
             headers["Range"] = f"bytes={start}-"
         req = urllib.request.Request(url, headers=headers)
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+        try:
+            resp_cm = urllib.request.urlopen(req, timeout=self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416:  # the kept part is not a prefix of the server's file: start over
+                self.partial.unlink(missing_ok=True)
+                raise DownloadError(f"download of {url}: the server's file is shorter than the part kept from "
+                                    "an earlier try; the part was removed, run the command again") from None
+            raise
+        with resp_cm as resp:
             status = getattr(resp, "status", 200)
             if start and status != 206:  # server ignored the Range header: start again
                 log.info("server does not resume downloads; fetching %s from the start", url)
