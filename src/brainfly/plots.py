@@ -91,17 +91,29 @@ def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = No
                       label=f"{e} t={t:g}s")
             axes[0, 1].plot(s["n_run"], s["sim_s"], **kw)
             axes[1, 1].plot(s["n_run"], s["realtime_ratio"], **kw)
+    from matplotlib.ticker import FuncFormatter
+
     for ax, xl, yl in ((axes[0, 0], "simulated duration t_run (s)", "simulation time (s)"),
                        (axes[0, 1], "trials n_run", "simulation time (s)"),
                        (axes[1, 0], "simulated duration t_run (s)", "real-time ratio (t_run·n_run / sim time)"),
                        (axes[1, 1], "trials n_run", "real-time ratio (t_run·n_run / sim time)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.grid(True, which="both", alpha=0.3)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     for ax in axes[1]:
         ax.axhline(1.0, color="grey", lw=1, ls="--")
+    if t_values:
+        for ax in axes[:, 0]:
+            ax.set_xticks([float(t) for t in t_values])
+    if n_values:
+        for ax in axes[:, 1]:
+            ax.set_xticks([float(n) for n in n_values])
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         axes[0, 0].legend(fontsize=7, ncol=2)

@@ -77,7 +77,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "n_spikes",         # spikes in all trials
     "active_neurons",   # neurons that spiked in any trial
     "peak_rss_mb",      # peak resident memory of the worker (or its children), MiB
-    "peak_gpu_mb",      # peak GPU memory reported by the engine, MiB (empty if none)
+    "peak_gpu_mb",      # peak GPU memory, MiB: the engine's meta, else PyTorch's CUDA peak (empty if none)
     "wall_s",           # wall time of the whole worker process (start to result)
     "load_s",           # loading the connectome in the parent (once per benchmark)
     "timings_source",   # engine (meta["timings"]) | engine-sim (engine timed its loop only;

@@ -72,6 +72,20 @@ def _peak_rss_mb() -> float:
     return round(max(own, kids) / 2**20, 1)
 
 
+def _torch_peak_gpu_mb() -> float | None:
+    """Peak CUDA memory allocated through PyTorch in this process, if the engine used it.
+
+    Reads the already-imported module only (never imports torch).
+    """
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return None
+        return float(torch.cuda.max_memory_allocated()) / 2**20
+    except Exception:  # noqa: BLE001 - a measurement, never a failure
+        return None
+
+
 def _redirect_output(log_path: Path | None) -> None:
     """Send fds 1 and 2 and all log records of this (child) process to *log_path*."""
     root = logging.getLogger()
@@ -195,6 +209,8 @@ def _child_main(conn: Any, task: PointTask, connectome: Any) -> None:
     gpu_mb = meta.get("peak_gpu_mem_mb")
     if gpu_mb is None and meta.get("peak_gpu_mem_bytes") is not None:
         gpu_mb = float(meta["peak_gpu_mem_bytes"]) / 2**20
+    if gpu_mb is None:
+        gpu_mb = _torch_peak_gpu_mb()
     row.update(
         status="ok",
         setup_s=setup_s,
