@@ -190,20 +190,23 @@ def test_synaptic_delay_and_first_effect_on_v():
     assert _spike_steps(mon, 2) == [s + DELAY + 1]              # fastest propagation: 19 steps
 
 
-def test_simultaneous_synaptic_inputs_add_in_synapse_order():
-    """Several inputs to one g in one step are added one by one, in synapse (CSR) order."""
+@pytest.mark.parametrize("pre_order", [[0, 1, 2], [2, 0, 1]])
+def test_simultaneous_synaptic_inputs_add_in_presynaptic_order(pre_order):
+    """Several inputs to one g in one step are added one by one, by ascending presynaptic
+    index (the order of the spikes in the spike space), not by synapse index."""
     # Three presynaptic neurons spike in the same step; weights chosen so that the float
     # sum depends on the order of addition.
-    a, b, c = 0.1, 0.2, 0.3
-    assert (a + b) + c != a + (b + c)
+    weights = [0.1, 0.2, 0.3]  # of synapses 0, 1, 2
+    assert (0.1 + 0.2) + 0.3 != (0.2 + 0.3) + 0.1  # the two orders differ for pre_order [2, 0, 1]
     neu = _group(4)
     syn = b2.Synapses(neu, neu, "w : volt", on_pre="g += w", delay=P.t_dly_ms * b2.ms)
-    syn.connect(i=[0, 1, 2], j=[3, 3, 3])
-    syn.w = np.array([a, b, c]) * b2.volt
+    syn.connect(i=pre_order, j=[3, 3, 3])
+    syn.w = np.array(weights) * b2.volt
     inj = _inject(neu, "v", [0, 1, 2], [0, 0, 0], KICK)
     end = b2.StateMonitor(neu, "g", record=3, when="end")
     b2.Network(neu, syn, *inj, end).run(25 * DT * b2.second)
-    assert end.g_[0, 1 + DELAY] == (a + b) + c
+    by_pre = [weights[k] for k in np.argsort(pre_order, kind="stable")]
+    assert end.g_[0, 1 + DELAY] == (by_pre[0] + by_pre[1]) + by_pre[2]
 
 
 # ----------------------------------------------------------------------------- refractoriness

@@ -59,7 +59,7 @@ from ..schedule import InputSchedule, trial_seed_sequence
 from .base import Engine, ProgressCallback, SimulationInput, register_engine
 
 __all__ = ["Brian2Engine", "Brian2StandaloneEngine", "MODEL_EQUATIONS", "THRESHOLD", "RESET",
-           "brian2_namespace", "trial_seed"]
+           "brian2_namespace", "trial_seed", "cython_rand_broken"]
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +296,18 @@ def _build_and_run(b2: Any, plan: _Plan, trials: list[int], t_start: float,
         for start, stop, rate in plan.poisson_groups:
             pois.append(b2.PoissonInput(target=neu[start:stop], target_var="v", N=1, rate=rate * b2.Hz,
                                         weight=kick))
+        if plan.mode == "runtime" and plan.codegen_target == "cython" and cython_rand_broken():
+            # Brian2 2.8's cython rand() fails with numpy 2 (see cython_rand_broken); the
+            # PoissonInputs alone run as numpy code objects (same model, numpy's random stream).
+            from brian2.codegen.runtime.numpy_rt import NumpyCodeObject
+
+            for p in pois:
+                p.codeobj_class = NumpyCodeObject
         objects += pois
     mon = b2.SpikeMonitor(neu, name="spikes")
     objects.append(mon)
     net = b2.Network(*objects)
+    t_objects = time.perf_counter()
 
     refractory_default = rfc_s * b2.second
     for j, trial in enumerate(trials):
@@ -331,9 +339,9 @@ def _build_and_run(b2: Any, plan: _Plan, trials: list[int], t_start: float,
         t_ran = time.perf_counter()
         timings = {"setup_s": t_setup_done - t_start, "build_s": t_built - t_setup_done, "sim_s": t_ran - t_built}
     else:
-        # Runtime mode: code generation/compilation happens inside the first run; the
-        # whole loop above is counted as simulation time.
-        timings = {"setup_s": 0.0, "build_s": 0.0, "sim_s": t_setup_done - t_start}
+        # Runtime mode: code generation (and cython compilation) happens inside the first
+        # run, so it is counted in sim_s; setup_s is the construction of the objects.
+        timings = {"setup_s": t_objects - t_start, "build_s": 0.0, "sim_s": t_setup_done - t_objects}
 
     # Collect spikes: step from the monitor's time, minus the trial's offset.
     t_s = np.asarray(mon.t_[:], dtype=np.float64)
@@ -367,7 +375,9 @@ class Brian2Engine(Engine):
     codegen_target : {"numpy", "cython"}
         Runtime code generation target. ``numpy`` (default) needs no compilation and is
         the fastest for small networks and short runs here; ``cython`` compiles each code
-        object once (cached by Brian2) and pays off for large networks.
+        object once (cached by Brian2) and pays off for large networks. With Brian2 2.8
+        and numpy 2 the PoissonInputs then run as numpy code (see
+        :func:`cython_rand_broken`), recorded in ``meta['poisson_codegen_target']``.
     n_jobs : int, optional
         Worker processes; trials are split among them. Default ``min(n_trials,
         os.cpu_count())`` in runtime mode, 1 in standalone mode (each worker compiles
@@ -559,6 +569,10 @@ class Brian2Engine(Engine):
             "seeds": {str(k): v for k, v in seeds.items()},
             "input": "schedule" if use_schedule else "PoissonInput",
             "n_poisson_inputs": len(plan.poisson_groups),
+            "poisson_codegen_target": (None if use_schedule else
+                                       "cpp_standalone" if self.mode == "standalone" else
+                                       "numpy" if self.codegen_target == "numpy" or cython_rand_broken()
+                                       else "cython"),
             "trial_chunks": chunks,
             "flush_steps_between_trials": plan.flush_steps,
         }
@@ -596,6 +610,23 @@ class Brian2StandaloneEngine(Brian2Engine):
 
 def _default_mp_context() -> str:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+@functools.lru_cache(maxsize=1)
+def cython_rand_broken() -> bool:
+    """True if Brian2's cython ``rand()`` cannot run with this numpy.
+
+    Brian2 2.8's cython implementation of ``rand()`` (used by PoissonInput's binomial
+    draw) refers to ``numpy.NPY_OWNDATA``, which numpy 2 removed: the first random number
+    raises ``AttributeError: module 'numpy' has no attribute 'NPY_OWNDATA'``. The engine
+    then runs the PoissonInputs alone as numpy code objects and records that in
+    ``meta['poisson_codegen_target']``.
+    """
+    try:
+        from brian2.codegen.generators import cython_generator
+    except Exception:  # noqa: BLE001 - no cython generator, nothing to work around
+        return False
+    return "_numpy.NPY_OWNDATA" in getattr(cython_generator, "rand_code", "") and not hasattr(np, "NPY_OWNDATA")
 
 
 @functools.lru_cache(maxsize=1)
