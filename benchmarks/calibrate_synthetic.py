@@ -1,7 +1,8 @@
 """Calibrate the synthetic connectome: sugar-GRN activity and runaway check.
 
 A private, short clock-driven simulator of the paper's model (DEVELOPING.md semantics:
-state update -> threshold -> synaptic/Poisson input -> reset; delay 18 steps, refractory
+state update -> threshold -> synaptic/Poisson input -> reset; input reaching a refractory
+neuron is dropped, as the event engine established against Brian2 2.8; delay 18 steps, refractory
 22 steps, activated neurons refractory 0) used only to tune
 :class:`brainfly.connectome.synthetic.SyntheticParams`; it is NOT a package engine.
 At the end (``--engine NAME``) the same experiment runs on a package engine, if one is
@@ -60,14 +61,17 @@ def simulate(net, stim_idx: np.ndarray, rate_hz: float, n_steps: int, t_stim_ste
         np.copyto(g, g * c.g_decay, where=nr)
         spk = np.flatnonzero((v > c.v_th) & nr)
         last[spk] = s
-        # synapses slot: delayed spikes onto g, Poisson kicks onto v
+        nr[spk] = False
+        # synapses slot: delayed spikes onto g, Poisson kicks onto v; input reaching a
+        # refractory neuron (or one spiking in this step) is dropped, as in Brian2 2.8
         slot = s % R
         for posts, ws in pending[slot]:
-            np.add.at(g, posts, ws)
+            keep = nr[posts]
+            np.add.at(g, posts[keep], ws[keep])
         pending[slot] = []
         if s < t_stim_steps:
             kicked = stim_idx[rng.random(stim_idx.shape[0]) < p]
-            v[kicked] += c.kick
+            v[kicked[nr[kicked]]] += c.kick
         if spk.size:
             starts, stops = indptr[spk], indptr[spk + 1]
             lens = stops - starts

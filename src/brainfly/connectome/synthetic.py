@@ -140,6 +140,11 @@ class SyntheticParams:
         Median synapse count of the feedforward pathway connections.
     grn_synapses : float
         Median synapse count of the GRN -> first layer connections.
+    skip_fan_in, skip_synapses : int, float
+        Sugar GRNs converging directly on each neuron of the deeper layers, and their median
+        synapse count. This drive from the stimulus anchors every layer's rate, so the
+        cascade neither dies out nor grows from layer to layer (a pure chain of equal
+        layers is bistable: seed to seed it either fades or saturates).
     motor_fan_in, motor_synapses : int, float
         Premotor inputs onto each MN9 neuron and their median synapse count.
     recurrent_fan_in, recurrent_synapses : int, float
@@ -163,16 +168,18 @@ class SyntheticParams:
     max_synapses: int = 2000
     inhibitory_share: float = 0.33
     pathway_layers: tuple[int, ...] = (25, 40, 40, 30, 20)
-    pathway_fan_in: int = 10
+    pathway_fan_in: int = 8
     grn_fan_in: int = 6
-    pathway_synapses: float = 20.0
+    pathway_synapses: float = 7.0
     grn_synapses: float = 15.0
+    skip_fan_in: int = 3
+    skip_synapses: float = 9.0
     motor_fan_in: int = 15
-    motor_synapses: float = 30.0
+    motor_synapses: float = 28.0
     recurrent_fan_in: int = 3
-    recurrent_synapses: float = 5.0
+    recurrent_synapses: float = 4.0
     pathway_inhibitory: float = 0.15
-    pathway_sigma: float = 0.6
+    pathway_sigma: float = 0.5
     p9_layers: tuple[int, ...] = (20, 20)
     p9_synapses: float = 20.0
 
@@ -354,6 +361,7 @@ def _build_pathways(p: SyntheticParams, n: int, named_idx: dict[str, np.ndarray]
     connect(named_idx["sugar_grns"], layers[0], p.grn_fan_in, p.grn_synapses)
     for a, b in zip(layers[:-1], layers[1:]):
         connect(a, b, p.pathway_fan_in, p.pathway_synapses)
+        connect(named_idx["sugar_grns"], b, p.skip_fan_in, p.skip_synapses)
     for layer in layers:
         connect(layer, layer, p.recurrent_fan_in, p.recurrent_synapses)
     connect(layers[-1], named_idx["MN9"], p.motor_fan_in, p.motor_synapses)
