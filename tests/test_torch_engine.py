@@ -70,7 +70,8 @@ def test_registered_with_defaults():
     assert not get_engine("torch", dtype="float32").exact
     assert not get_engine("torch", delivery="dense").exact
     cuda = get_engine("torch", device="cuda")  # constructing needs no GPU; running does
-    assert (cuda.dtype, cuda.delivery, cuda.cuda_graph, cuda.exact) == ("float32", "dense", True, False)
+    assert (cuda.dtype, cuda.delivery, cuda.cuda_graph, cuda.sync_free, cuda.exact) == (
+        "float32", "dense", True, True, False)
     assert {"schedule", "poisson", "silencing", "silencing_both", "multi_rate", "float64"} <= eng.capabilities
 
 
@@ -84,6 +85,8 @@ def test_registered_with_defaults():
     ({"compile": True}, "compile"),
     ({"cuda_graph": True, "delivery": "sequential"}, "cuda_graph"),
     ({"chunk_steps": 0}, "chunk_steps"),
+    ({"sync_free": True, "delivery": "sequential"}, "sync_free"),
+    ({"spike_capacity": 0}, "spike_capacity"),
     ({"devise": "cpu"}, "unknown option"),
 ])
 def test_bad_options_are_refused(opts, match):
@@ -152,6 +155,27 @@ def test_dense_and_sequential_delivery_agree_on_a_random_network():
     dense = get_engine("torch", delivery="dense", batch_size=2).run(net, exp)
     assert seq.n_spikes > 200 and np.unique(seq.idx).size > 20  # the network really is active
     assert _same(seq, dense)
+
+
+@pytest.mark.parametrize("nonzero_static", [True, False])
+def test_sync_free_path_equals_synced_path(nonzero_static, monkeypatch):
+    """The CUDA default (fixed-capacity gathers, one sync per chunk) runs on CPU too."""
+    if not nonzero_static:
+        def missing(*args, **kwargs):
+            raise NotImplementedError("nonzero_static: not on this device")
+        monkeypatch.setattr(torch, "nonzero_static", missing)
+    net, driven = _poisson_net()
+    exps = _conditions(net, driven)
+    ref = get_engine("torch").run_batch(net, exps)
+    # tiny capacities force overflows: each one reruns the batch with larger ones
+    for opts in ({}, {"spike_capacity": 2, "synapse_capacity": 3, "chunk_steps": 40}):
+        eng = get_engine("torch", delivery="dense", sync_free=True, **opts)
+        for exp, a, b in zip(exps, ref, eng.run_batch(net, exps)):
+            assert _same(a, b), (exp.name, opts)
+            assert b.meta["sync_free"] and b.meta["nonzero_static"] is nonzero_static
+            assert (b.meta["capacity_restarts"] > 0) == bool(opts)
+            if not opts:  # one sync per chunk of 2000 steps (+1), not two per block of 18
+                assert b.meta["host_syncs"] <= 3 < a.meta["host_syncs"]
 
 
 def test_float32_fast_mode_is_close():

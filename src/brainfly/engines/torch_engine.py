@@ -155,14 +155,17 @@ class TorchEngine(Engine):
     def __init__(self, device: str = "cpu", dtype: str | None = None, batch_size: int | None = None,
                  delivery: str | None = None, kicks: str = "schedule", cuda_graph: bool | None = None,
                  compile: bool = False, chunk_steps: int = 2000, threads: int | None = None,
-                 **options: Any) -> None:
+                 sync_free: bool | None = None, spike_capacity: int | None = None,
+                 synapse_capacity: int | None = None, **options: Any) -> None:
         if options:
             raise ValidationError(
                 f"engine 'torch': unknown option(s) {sorted(options)}; valid options are "
-                "device, dtype, batch_size, delivery, kicks, cuda_graph, compile, chunk_steps, threads"
+                "device, dtype, batch_size, delivery, kicks, cuda_graph, compile, chunk_steps, threads, "
+                "sync_free, spike_capacity, synapse_capacity"
             )
         super().__init__(device=device, dtype=dtype, batch_size=batch_size, delivery=delivery, kicks=kicks,
-                         cuda_graph=cuda_graph, compile=compile, chunk_steps=chunk_steps, threads=threads)
+                         cuda_graph=cuda_graph, compile=compile, chunk_steps=chunk_steps, threads=threads,
+                         sync_free=sync_free, spike_capacity=spike_capacity, synapse_capacity=synapse_capacity)
         if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
             raise ValidationError(f"engine 'torch': option device must be 'cpu', 'cuda' or 'cuda:N' (got {device!r})")
         self.device = device
@@ -201,6 +204,14 @@ class TorchEngine(Engine):
             raise ValidationError(f"engine 'torch': option chunk_steps must be an integer >= 1 (got {chunk_steps!r})")
         self.chunk_steps = int(chunk_steps)
         self.threads = threads
+        self.sync_free = bool(sync_free) if sync_free is not None else (not on_cpu and delivery == "dense")
+        if self.sync_free and delivery != "dense":
+            raise ValidationError("engine 'torch': sync_free=True needs delivery='dense'")
+        for key, val in (("spike_capacity", spike_capacity), ("synapse_capacity", synapse_capacity)):
+            if val is not None and (isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1):
+                raise ValidationError(f"engine 'torch': option {key} must be an integer >= 1 or None (got {val!r})")
+        self.spike_capacity = None if spike_capacity is None else int(spike_capacity)
+        self.synapse_capacity = None if synapse_capacity is None else int(synapse_capacity)
         # instance attribute: this configuration's exactness (the class attribute is the default's)
         self.exact = (on_cpu and self.dtype == "float64" and delivery == "sequential" and kicks == "schedule")
 
@@ -322,11 +333,14 @@ class TorchEngine(Engine):
         sim_s = 0.0
         for lo in range(0, len(rows), self.batch_size):
             batch = rows[lo:lo + self.batch_size]
-            runner = _BatchRunner(self, net, sims, batch)
             t0 = time.perf_counter()
+            runner = _BatchRunner(self, net, sims, batch)
+            setup = time.perf_counter() - t0
             row_idx, step, neuron = runner.run()
             sim_s += time.perf_counter() - t0
-            info.update(runner.info)
+            for key, val in runner.info.items():  # sums over batches for the timings
+                info[key] = info.get(key, 0) + val if key.endswith("_s") or key == "host_syncs" else val
+            info["setup_s"] = info.get("setup_s", 0.0) + round(setup, 4)
             conds = np.array([r.cond for r in batch], dtype=np.int64)
             trial_of = np.array([r.trial for r in batch], dtype=np.int64)
             for c in np.unique(conds).tolist():
@@ -347,7 +361,7 @@ class TorchEngine(Engine):
                 "engine_options": {
                     "device": self.device, "dtype": self.dtype, "delivery": self.delivery,
                     "kicks": self.kicks_mode, "batch_size": self.batch_size,
-                    "cuda_graph": self.cuda_graph, "compile": self.compile,
+                    "cuda_graph": self.cuda_graph, "compile": self.compile, "sync_free": self.sync_free,
                 },
                 "exact": self.exact,
                 "torch_version": torch_version,
@@ -382,11 +396,23 @@ class _DeviceNetwork:
         self.deg = torch.from_numpy(np.concatenate([deg, [0]])).to(dev)
         self.post = torch.from_numpy(np.asarray(c.post_idx, dtype=np.int64)).to(dev)
         self.weight = torch.from_numpy(w).to(device=dev, dtype=getattr(torch, dtype))
+        self.n_edges = int(c.n_connections)
         self.device = dev
 
 
+class _Overflow(Exception):
+    """A fixed capacity of the sync-free gather was exceeded (the batch is rerun larger)."""
+
+
 class _BatchRunner:
-    """Simulates one batch of rows (see the module docstring for the loop)."""
+    """Simulates one batch of rows (see the module docstring for the loop).
+
+    Neurons are padded to a multiple of 64 (``self.N``, the row stride) so that every
+    row and block slice is aligned; pad neurons have no synapses, no input and stay at
+    rest. ``self.n_real`` is the connectome's neuron count.
+    """
+
+    PAD = 64
 
     def __init__(self, engine: TorchEngine, net: _DeviceNetwork, sims: list[SimulationInput],
                  rows: list[_Row]) -> None:
@@ -405,19 +431,28 @@ class _BatchRunner:
         dev = net.device
         self.dev = dev
         self.fdtype = getattr(torch, engine.dtype)
-        B, N = len(rows), net.n
-        self.B, self.N = B, N
+        B, n_real = len(rows), net.n
+        N = -(-n_real // self.PAD) * self.PAD
+        self.B, self.N, self.n_real = B, N, n_real
+        self.BN = B * N
+
+        def padded(a: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.full((a.shape[0], N), fill, dtype=a.dtype)
+            out[:, :n_real] = a
+            return out
+
         # ---- per-row condition arrays (host, then device)
         rfc = np.stack([sims[r.cond].refractory_steps for r in rows]).astype(np.int64)
-        rfc_set = np.maximum(rfc - 1, 0)  # steps still frozen after the spike step
+        rfc_set = padded(np.maximum(rfc - 1, 0), 0)  # steps still frozen after the spike step
         cnt_dtype = torch.int8 if rfc_set.max(initial=0) < 127 else torch.int16
         self.rfc_set = torch.from_numpy(rfc_set).to(device=dev, dtype=cnt_dtype)
-        sil = np.stack([sims[r.cond].silenced_mask for r in rows])
+        sil = padded(np.stack([sims[r.cond].silenced_mask for r in rows]), False)
         self.sil_out = torch.from_numpy(sil).to(dev)
         both = np.array([sims[r.cond].experiment.silence_mode == "both" for r in rows])
-        self.sil_in = torch.from_numpy(sil & both[:, None]).to(dev) if (sil & both[:, None]).any() else None
+        sil_in = sil & both[:, None]
+        self.sil_in = torch.from_numpy(sil_in).to(dev) if sil_in.any() else None
         self.any_silenced = bool(sil.any())
-        # stimulated neurons of the batch (union over rows) and per-row rate or schedule
+        # stimulated neurons of the batch (union over rows)
         act = [sims[r.cond].activated_idx for r in rows]
         self.act = np.unique(np.concatenate(act)) if act else np.empty(0, np.int64)
         self.A = int(self.act.size)
@@ -429,7 +464,10 @@ class _BatchRunner:
         self.cnt = torch.zeros((B, N), dtype=cnt_dtype, device=dev)
         self.spk_buf = torch.zeros((self.K, B, N), dtype=torch.bool, device=dev)
         self.dense = engine.delivery == "dense"
-        self.inc = torch.zeros((self.K, B, N), dtype=f, device=dev) if self.dense else None
+        self.dummy = self.K * self.BN  # extra slot of inc_flat that absorbs padding
+        if self.dense:
+            self.inc_flat = torch.zeros(self.K * self.BN + 1, dtype=f, device=dev)
+            self.inc = self.inc_flat[:-1].view(self.K, B, N)
         self.kick_buf = torch.zeros((self.K, B, max(self.A, 1)), dtype=f, device=dev)
         # temporaries of the eager step
         self.t1 = torch.empty((B, N), dtype=f, device=dev)
@@ -437,20 +475,21 @@ class _BatchRunner:
         self.nr = torch.empty((B, N), dtype=torch.bool, device=dev)
         self.cnt_tmp = torch.empty((B, N), dtype=cnt_dtype, device=dev)
         self.ones_i = torch.ones((), dtype=cnt_dtype, device=dev)
-        # events of the current block for sequential delivery
-        self.seq_flat = None
-        self.seq_w = None
+        self.v_rst_t = torch.tensor(c.v_rst, dtype=f, device=dev)
+        self.zero_t = torch.zeros((), dtype=f, device=dev)
+        # events of the current block for sequential delivery / the synced dense path
+        self.seq_flat: Any = None
+        self.seq_w: Any = None
         self.seq_bounds: list[int] = [0] * (self.K + 1)
-        self._step_fn = self._step_eager
-        self._compiled = None
-        self._graph = None
+        self._prev_flat: Any = None
+        self._step_fn: Callable[[int], None] = self._step_eager
+        self._graph: Any = None
         self._kicks_prepare()
 
     # ------------------------------------------------------------------ kicks
     def _kicks_prepare(self) -> None:
         torch = self.torch
         eng = self.engine
-        self.kick_rows: list[tuple[np.ndarray, np.ndarray]] = []  # per row: (step sorted, pos in act)
         if eng.kicks_mode == "device":
             p = np.zeros((self.B, max(self.A, 1)))
             for b, r in enumerate(self.rows):
@@ -458,22 +497,22 @@ class _BatchRunner:
                 pos = np.searchsorted(self.act, sim.activated_idx)
                 p[b, pos] = sim.activated_rate_hz * sim.params.dt_s
             self.kick_p = torch.from_numpy(p).to(device=self.dev, dtype=torch.float32)
-            seed = int(self.sims[self.rows[0].cond].experiment.seed)
+            r0 = self.rows[0]
+            seed = int(self.sims[r0.cond].experiment.seed)
             # one generator per batch, seeded from the experiment seed and the first row
             self.gen = torch.Generator(device=self.dev)
-            self.gen.manual_seed(hash((seed, self.rows[0].cond, self.rows[0].trial)) & 0x7FFFFFFF)
+            self.gen.manual_seed((seed * 1_000_003 + r0.cond * 7919 + r0.trial) & 0x7FFFFFFFFFFF)
             return
         by_cond: dict[int, list[int]] = {}
         for b, r in enumerate(self.rows):
             by_cond.setdefault(r.cond, []).append(b)
-        per_row: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.int64))] * self.B
+        empty = (np.empty(0, np.int64), np.empty(0, np.int64))
+        per_row: list[tuple[np.ndarray, np.ndarray]] = [empty] * self.B
         for cond, bs in by_cond.items():
             sim = self.sims[cond]
-            trials = [self.rows[b].trial for b in bs]
-            sched = sim.kicks(trials)
+            sched = sim.kicks([self.rows[b].trial for b in bs])
             for b in bs:
-                t = self.rows[b].trial
-                sel = sched.trial == t
+                sel = sched.trial == self.rows[b].trial
                 steps = sched.step[sel].astype(np.int64)
                 pos = np.searchsorted(self.act, sched.idx[sel].astype(np.int64))
                 order = np.argsort(steps, kind="stable")
@@ -492,7 +531,8 @@ class _BatchRunner:
         for b, (steps, pos) in enumerate(self.kick_rows):
             lo, hi = np.searchsorted(steps, [s0, s1])
             if hi > lo:
-                arr[steps[lo:hi] - s0, b, pos[lo:hi]] = self.c.kick
+                # several kicks of one neuron in one step add up (v += kick, twice)
+                np.add.at(arr, (steps[lo:hi] - s0, b, pos[lo:hi]), self.c.kick)
         return torch.from_numpy(arr).to(device=self.dev, dtype=self.fdtype)
 
     # ------------------------------------------------------------------ one step
@@ -528,14 +568,15 @@ class _BatchRunner:
                 g.view(-1).index_add_(0, flat, w)
         if self.A:
             v.index_add_(1, self.act_t, self.kick_buf[k])
-        # reset and refractory counter
-        v.masked_fill_(spk, c.v_rst)
-        g.masked_fill_(spk, 0.0)
+        # reset and refractory counter (where() with 0-dim constants: masked_fill_ is slow on CPU)
+        torch.where(spk, self.v_rst_t, v, out=v)
+        torch.where(spk, self.zero_t, g, out=g)
         torch.sub(cnt, self.ones_i, out=self.cnt_tmp)
         self.cnt_tmp.clamp_(min=0)
         torch.where(spk, self.rfc_set, self.cnt_tmp, out=cnt)
 
     def _make_compiled(self) -> Callable[[int], None]:
+        """One dense step fused by ``torch.compile`` (float32 fast mode)."""
         torch = self.torch
         c = self.c
         gd, vd, vg, vc, vth, vrst = c.g_decay, c.v_decay, c.v_from_g, c.v_const, c.v_th, c.v_rst
@@ -562,41 +603,40 @@ class _BatchRunner:
 
         return run
 
-    def _run_block(self, n: int) -> None:
+    def _run_steps(self, n: int) -> None:
         for k in range(n):
             self._step_fn(k)
 
-    # ------------------------------------------------------------------ CUDA graph
-    def _capture(self) -> None:
-        """Capture one full block of K steps in a CUDA graph (state restored afterwards)."""
-        torch = self.torch
-        saved = [t.clone() for t in (self.v, self.g, self.cnt, self.inc, self.spk_buf)]
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(2):
-                self._run_block(self.K)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._run_block(self.K)
-        for t, old in zip((self.v, self.g, self.cnt, self.inc, self.spk_buf), saved):
-            t.copy_(old)
-        torch.cuda.synchronize()
-        self._graph = graph
+    def _decode(self, flat_all: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, step, neuron) from flat indices ``step * B*N + row * N + neuron``."""
+        step = flat_all // self.BN
+        rem = flat_all - step * self.BN
+        row = rem // self.N
+        neuron = rem - row * self.N
+        return row.astype(np.int64), step.astype(np.int64), neuron.astype(np.int64)
 
-    # ------------------------------------------------------------------ gather
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Simulate all steps; returns (row, step, neuron) of every spike (host arrays)."""
+        eng = self.engine
+        if eng.compile:
+            self._step_fn = self._make_compiled()
+        self.info["block_steps"] = self.K
+        self.info["sync_free"] = bool(eng.sync_free and self.dense)
+        if eng.sync_free and self.dense:
+            return self._run_sync_free()
+        return self._run_synced()
+
+    # ------------------------------------------------------------------ synced path
     def _gather(self, ev: Any) -> tuple[Any, Any, Any]:
         """Outgoing events of the spikes ``ev`` (flat indices into spk_buf), for the next block.
 
         Returns (k, flat target b*N + post, weight) per synaptic event, sorted by
-        (k, row, presynaptic neuron, synapse).
+        (k, row, presynaptic neuron, synapse). Synchronises once (the output size).
         """
         torch = self.torch
         net = self.net
-        BN = self.B * self.N
-        k = ev // BN
-        rem = ev - k * BN
+        k = ev // self.BN
+        rem = ev - k * self.BN
         b = rem // self.N
         n = rem - b * self.N
         if self.any_silenced:
@@ -611,30 +651,22 @@ class _BatchRunner:
         w = net.weight[syn]
         be = b[e_of]
         if self.sil_in is not None:
-            w = torch.where(self.sil_in[be, post], torch.zeros((), dtype=w.dtype, device=self.dev), w)
+            w = torch.where(self.sil_in[be, post], self.zero_t, w)
         return k[e_of], be * self.N + post, w
 
-    # ------------------------------------------------------------------ main loop
-    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Simulate all steps; returns (row, step, neuron) of every spike (host arrays)."""
+    def _run_synced(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One host synchronisation per block (``nonzero``); CPU default, CUDA fallback."""
         torch = self.torch
         eng = self.engine
-        K, n_steps = self.K, self.n_steps
-        BN = self.B * self.N
+        K, n_steps, BN = self.K, self.n_steps, self.BN
         info = self.info
-        if eng.compile:
-            self._step_fn = self._make_compiled()
-        use_graph = eng.cuda_graph and self.dev.type == "cuda"
+        use_graph = eng.cuda_graph and self.dev.type == "cuda" and self.dense
         info["cuda_graph_used"] = False
+        t0 = time.perf_counter()
         if use_graph and n_steps >= K:
-            try:
-                self._capture()
-                info["cuda_graph_used"] = True
-            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
-                log.warning("torch engine: CUDA graph capture failed (%s); running the steps eagerly", exc)
-                info["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"
-                self._graph = None
-                torch.cuda.synchronize()
+            self._graph = self._capture(lambda: self._run_steps(K))
+        info["capture_s"] = round(time.perf_counter() - t0, 4)
+        t_loop = time.perf_counter()
         chunk = max(K, (eng.chunk_steps // K) * K)
         rec: list[Any] = []
         rec_host: list[np.ndarray] = []
@@ -647,51 +679,255 @@ class _BatchRunner:
                 kicks = self._kick_chunk(s0, min(s0 + chunk, n_steps))
                 kick_lo = s0
             if self.A:
-                if nb == K:
-                    self.kick_buf.copy_(kicks[s0 - kick_lo:s0 - kick_lo + K])
-                else:
-                    self.kick_buf[:nb].copy_(kicks[s0 - kick_lo:s0 - kick_lo + nb])
+                self.kick_buf[:nb].copy_(kicks[s0 - kick_lo:s0 - kick_lo + nb])
             if self._graph is not None and nb == K:
                 self._graph.replay()
             else:
-                self._run_block(nb)
+                self._run_steps(nb)
             # ---- once per block: spikes of this block -> events of the next block
             spk = self.spk_buf if nb == K else self.spk_buf[:nb]
             ev = torch.nonzero(spk.reshape(-1)).squeeze(1)  # host synchronisation
             n_syncs += 1
-            if self.dense:
-                if s0 > 0 and self._prev_flat is not None:
-                    self.inc.view(-1).index_fill_(0, self._prev_flat, 0.0)  # consumed; clear only what was set
+            if self.dense and self._prev_flat is not None:
+                self.inc_flat.index_fill_(0, self._prev_flat, 0.0)  # consumed: clear what was set
+                self._prev_flat = None
             if ev.numel():
                 rec.append(ev + s0 * BN)
                 kk, flat, w = self._gather(ev)
                 n_syncs += 1
                 if self.dense:
                     full = kk * BN + flat
-                    self.inc.view(-1).index_add_(0, full, w)
+                    self.inc_flat.index_add_(0, full, w)
                     self._prev_flat = full
                 else:
                     self.seq_flat, self.seq_w = flat, w
-                    bounds = torch.searchsorted(kk, torch.arange(K + 1, device=self.dev))
-                    self.seq_bounds = bounds.tolist()
-            else:
-                if self.dense:
-                    self._prev_flat = None
-                else:
-                    self.seq_bounds = [0] * (K + 1)
+                    self.seq_bounds = torch.searchsorted(kk, torch.arange(K + 1, device=self.dev)).tolist()
+            elif not self.dense:
+                self.seq_bounds = [0] * (K + 1)
             if len(rec) >= 64:
                 rec_host.append(torch.cat(rec).cpu().numpy())
                 rec = []
         if rec:
             rec_host.append(torch.cat(rec).cpu().numpy())
+        info["loop_s"] = round(time.perf_counter() - t_loop, 4)
         info["host_syncs"] = n_syncs
-        info["block_steps"] = K
-        flat_all = np.concatenate(rec_host) if rec_host else np.empty(0, np.int64)
-        # flat index = step * B*N + row * N + neuron  (s0*BN + k*BN + b*N + n)
-        step = flat_all // BN
-        rem = flat_all - step * BN
-        row = rem // self.N
-        neuron = rem - row * self.N
-        return row.astype(np.int64), step.astype(np.int64), neuron.astype(np.int64)
+        return self._decode(np.concatenate(rec_host) if rec_host else np.empty(0, np.int64))
 
-    _prev_flat: Any = None
+    # ------------------------------------------------------------------ CUDA graph
+    def _capture(self, fn: Callable[[], None]) -> Any:
+        """Capture ``fn`` in a CUDA graph (state restored afterwards); None if capture fails."""
+        torch = self.torch
+        state = [self.v, self.g, self.cnt, self.spk_buf]
+        if self.dense:
+            state.append(self.inc_flat)
+        if getattr(self, "prev_tgt", None) is not None:
+            state += [self.prev_tgt, self.ev_static, self.flags]
+        saved = [t.clone() for t in state]
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(2):
+                    fn()
+            torch.cuda.current_stream().wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            self.info["cuda_graph_used"] = True
+        except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
+            log.warning("torch engine: CUDA graph capture failed (%s: %s); launching kernels one by one",
+                        type(exc).__name__, exc)
+            self.info["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"
+            graph = None
+        torch.cuda.synchronize()
+        for t, old in zip(state, saved):
+            t.copy_(old)
+        torch.cuda.synchronize()
+        return graph
+
+    # ------------------------------------------------------------------ sync-free path
+    def _compact(self, mask_flat: Any, size: int) -> Any:
+        """Flat indices of the True entries of *mask_flat* (in order), padded with -1 to *size*.
+
+        No host synchronisation: ``torch.nonzero_static`` where the device supports it,
+        else a cumulative-sum scatter.
+        """
+        torch = self.torch
+        if self._nonzero_static:
+            return torch.nonzero_static(mask_flat, size=size, fill_value=-1).squeeze(1)
+        pos = torch.cumsum(mask_flat, 0)  # 1-based rank of each True entry
+        slot = torch.where(mask_flat & (pos <= size), pos - 1, size)
+        out = torch.full((size + 1,), -1, dtype=torch.int64, device=self.dev)
+        out.scatter_(0, slot, torch.arange(mask_flat.shape[0], device=self.dev))
+        out[size] = -1
+        return out[:size]
+
+    def _alloc_sync_free(self, e_cap: int, s_cap: int) -> None:
+        torch = self.torch
+        dev = self.dev
+        self.e_cap, self.s_cap = e_cap, s_cap
+        self.prev_tgt = torch.full((s_cap,), self.dummy, dtype=torch.int64, device=dev)
+        self.ev_static = torch.full((e_cap,), -1, dtype=torch.int64, device=dev)
+        self.pos_s = torch.arange(s_cap, device=dev)
+        self.flags = torch.zeros(2, dtype=torch.bool, device=dev)  # [spike overflow, synapse overflow]
+        self.dummy_t = torch.tensor(self.dummy, dtype=torch.int64, device=dev)
+
+    def _gather_static(self) -> None:
+        """Sync-free, fixed-shape gather: spikes in spk_buf -> increments in inc (next block).
+
+        Clears the increments of the previous gather (which have been consumed), compacts
+        the spikes into ``ev_static`` (at most ``e_cap``), expands their CSR rows into
+        ``s_cap`` slots (padding goes to the dummy slot with weight 0) and sets ``flags``
+        when a capacity was too small.
+        """
+        torch = self.torch
+        net = self.net
+        BN, N = self.BN, self.N
+        self.inc_flat.index_fill_(0, self.prev_tgt, 0.0)
+        ev = self._compact(self.spk_buf.view(-1), self.e_cap)
+        self.ev_static.copy_(ev)
+        valid_e = ev >= 0
+        evc = ev.clamp_min(0)
+        k = evc // BN
+        rem = evc - k * BN
+        b = rem // N
+        n = rem - b * N
+        keep = valid_e & ~self.sil_out[b, n] if self.any_silenced else valid_e
+        n = torch.where(keep, n, net.n)  # dropped and padding: the empty dummy row
+        cnt = net.deg[n]
+        cum = torch.cumsum(cnt, 0)
+        total = cum[-1]
+        e_of = torch.searchsorted(cum, self.pos_s, right=True).clamp_max_(self.e_cap - 1)
+        valid = self.pos_s < total
+        syn = net.start[n][e_of] + (self.pos_s - (cum - cnt)[e_of])
+        syn = torch.where(valid, syn, 0)
+        post = net.post[syn]
+        w = net.weight[syn]
+        be = b[e_of]
+        if self.sil_in is not None:
+            valid = valid & ~self.sil_in[be, post]
+        tgt = torch.where(valid, k[e_of] * BN + be * N + post, self.dummy_t)
+        w = torch.where(valid, w, self.zero_t)
+        self.inc_flat.index_add_(0, tgt, w)
+        self.prev_tgt.copy_(tgt)
+        self.flags[0].logical_or_(ev[-1] >= 0)  # full: some spikes may be missing
+        self.flags[1].logical_or_(total > self.s_cap)
+
+    def _block_sync_free(self) -> None:
+        self._gather_static()
+        self._run_steps(self.K)
+
+    def _reset_state(self) -> None:
+        self.v.fill_(self.c.v_0)
+        self.g.zero_()
+        self.cnt.zero_()
+        self.spk_buf.zero_()
+        self.inc_flat.zero_()
+        self.prev_tgt.fill_(self.dummy)
+        self.ev_static.fill_(-1)
+        self.flags.zero_()
+
+    def _run_sync_free(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """No host synchronisation inside the loop: fixed-capacity gathers, one sync per chunk.
+
+        A capacity overflow (seen at the end of a chunk) restarts the batch with 4x that
+        capacity; the number of restarts is recorded in the result's metadata.
+        """
+        torch = self.torch
+        try:
+            torch.nonzero_static(torch.zeros(4, dtype=torch.bool, device=self.dev), size=2, fill_value=-1)
+            self._nonzero_static = True
+        except Exception:  # noqa: BLE001 - older torch or device without it
+            self._nonzero_static = False
+        self.info["nonzero_static"] = self._nonzero_static
+        mean_deg = max(1.0, float(self.net.n_edges) / max(self.n_real, 1))
+        e_cap = self.engine.spike_capacity or max(1024, 8 * self.B * self.K)
+        s_cap = self.engine.synapse_capacity or max(1 << 16, int(e_cap * mean_deg * 2))
+        restarts = 0
+        while True:
+            self._alloc_sync_free(e_cap, s_cap)
+            try:
+                out = self._attempt_sync_free()
+            except _Overflow as exc:
+                restarts += 1
+                which = str(exc)
+                if which == "spikes":
+                    e_cap *= 4
+                    s_cap = max(s_cap, int(e_cap * mean_deg))
+                else:
+                    s_cap *= 4
+                log.info("torch engine: %s capacity exceeded; rerunning the batch with %d spikes / %d synapses "
+                         "per block", which, e_cap, s_cap)
+                continue
+            self.info["capacity_restarts"] = restarts
+            self.info["spike_capacity"] = e_cap
+            self.info["synapse_capacity"] = s_cap
+            return out
+
+    def _attempt_sync_free(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        torch = self.torch
+        eng = self.engine
+        K, n_steps, BN = self.K, self.n_steps, self.BN
+        info = self.info
+        n_full = n_steps // K
+        info["cuda_graph_used"] = False
+        t0 = time.perf_counter()
+        self._graph = None
+        if eng.cuda_graph and self.dev.type == "cuda" and n_full > 0:
+            self._graph = self._capture(self._block_sync_free)
+        self._reset_state()
+        info["capture_s"] = round(time.perf_counter() - t0, 4)
+        t_loop = time.perf_counter()
+        chunk_blocks = max(1, eng.chunk_steps // K)
+        raw: list[tuple[int, Any]] = []  # (block whose spikes these are, device ev copy)
+        host: list[np.ndarray] = []
+        n_syncs = 0
+
+        def flush() -> None:
+            nonlocal raw, n_syncs
+            flags = self.flags.cpu().numpy()  # the one synchronisation per chunk
+            n_syncs += 1
+            if flags[0]:
+                raise _Overflow("spikes")
+            if flags[1]:
+                raise _Overflow("synapses")
+            if raw:
+                blocks = np.array([j for j, _ in raw], dtype=np.int64)
+                arr = torch.stack([e for _, e in raw]).cpu().numpy()
+                ok = arr >= 0
+                host.append((arr + (blocks * K * BN)[:, None])[ok])
+            raw = []
+
+        for c0 in range(0, n_full, chunk_blocks):
+            c1 = min(c0 + chunk_blocks, n_full)
+            kicks = self._kick_chunk(c0 * K, c1 * K) if self.A else None
+            for j in range(c0, c1):
+                if self.A:
+                    self.kick_buf.copy_(kicks[(j - c0) * K:(j - c0 + 1) * K])
+                if self._graph is not None:
+                    self._graph.replay()
+                else:
+                    self._block_sync_free()
+                if j > 0:  # this block's gather compacted the spikes of block j - 1
+                    raw.append((j - 1, self.ev_static.clone()))
+            flush()
+        # the remainder (n_steps not a multiple of K): eager, with ordinary syncs
+        nb = n_steps - n_full * K
+        if n_full > 0 and nb > 0:
+            self._gather_static()
+            raw.append((n_full - 1, self.ev_static.clone()))
+            flush()
+        if nb > 0:
+            if self.A:
+                self.kick_buf[:nb].copy_(self._kick_chunk(n_full * K, n_steps))
+            self._run_steps(nb)
+            last = torch.nonzero(self.spk_buf[:nb].reshape(-1)).squeeze(1)
+            host.append(last.cpu().numpy() + n_full * K * BN)
+        elif n_full > 0:
+            last = torch.nonzero(self.spk_buf.reshape(-1)).squeeze(1)
+            host.append(last.cpu().numpy() + (n_full - 1) * K * BN)
+        n_syncs += 1
+        info["loop_s"] = round(time.perf_counter() - t_loop, 4)
+        info["host_syncs"] = n_syncs
+        flat_all = np.concatenate(host) if host else np.empty(0, np.int64)
+        return self._decode(np.sort(flat_all))
