@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="stimulus rate, Hz")
     ap.add_argument("--broad", type=int, default=0, help="stimulate this many random neurons instead of sugar GRNs")
     ap.add_argument("--p9", action="store_true", help="stimulate P9 instead of sugar GRNs")
+    ap.add_argument("--olfactory", action="store_true",
+                    help="stimulate the generator's 'olfactory' inputs of the recurrent core")
     ap.add_argument("--engine", default=None, help="also run a package engine (event, torch, brian2)")
     args = ap.parse_args()
 
@@ -121,6 +123,9 @@ def main() -> None:
         rng = np.random.default_rng(1234)
         stim = np.sort(rng.choice(net.n_neurons, args.broad, replace=False)).astype(np.int64)
         label = f"{args.broad} random neurons"
+    elif args.olfactory:
+        stim = np.asarray(net.meta["pathways"]["olfactory_idx"], dtype=np.int64)
+        label = f"{stim.size} olfactory inputs"
     elif args.p9:
         stim = net.idx_of(named["P9"])
         label = "P9"
@@ -147,6 +152,8 @@ def main() -> None:
         for l in pw["sugar_layers_idx"] + pw["p9_layers_idx"]:
             on_path[l] = True
         on_path[stim] = True
+        core = np.asarray(pw["core_idx"])
+        print(f"  core: {int((counts[core] > 0).sum())} active, {int(counts[core].sum())} spikes")
         off = counts[~on_path]
         print(f"  layer mean rates (Hz) stim/sugar/p9: {layer_hz}; off-pathway: {int((off > 0).sum())} active, "
               f"{int(off.sum())} spikes")

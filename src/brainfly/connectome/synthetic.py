@@ -157,6 +157,15 @@ class SyntheticParams:
         Sizes of the P9 cascade (ends on the premotor layer).
     p9_synapses : float
         Median synapse count of the P9 cascade connections.
+    core_size, core_fan_in, core_synapses : int, int, float
+        A recurrent excitatory core: each of ``core_size`` neurons receives ``core_fan_in``
+        connections from other core neurons (median ``core_synapses``). It is silent
+        unless ignited (its mean rate must pass about 35 Hz), then sustains itself at
+        about 200 Hz: the analogue of the real brain's self-sustaining state under
+        olfactory receptor neuron stimulation.
+    olfactory_size, olfactory_fan_in, olfactory_synapses : int, int, float
+        "Olfactory" input neurons that project onto the core (``olfactory_fan_in`` per
+        core neuron); stimulating them strongly ignites the core.
     """
 
     n_neurons: int = 138_639
@@ -173,15 +182,21 @@ class SyntheticParams:
     pathway_synapses: float = 7.0
     grn_synapses: float = 15.0
     skip_fan_in: int = 3
-    skip_synapses: float = 9.0
+    skip_synapses: float = 11.0
     motor_fan_in: int = 15
-    motor_synapses: float = 28.0
+    motor_synapses: float = 36.0
     recurrent_fan_in: int = 3
     recurrent_synapses: float = 4.0
     pathway_inhibitory: float = 0.15
     pathway_sigma: float = 0.5
     p9_layers: tuple[int, ...] = (20, 20)
     p9_synapses: float = 20.0
+    core_size: int = 2000
+    core_fan_in: int = 25
+    core_synapses: float = 12.0
+    olfactory_size: int = 2000
+    olfactory_fan_in: int = 5
+    olfactory_synapses: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pathway_layers", tuple(int(x) for x in self.pathway_layers))
@@ -369,6 +384,24 @@ def _build_pathways(p: SyntheticParams, n: int, named_idx: dict[str, np.ndarray]
     for a, b in zip(p9_layers[:-1], p9_layers[1:]):
         connect(a, b, p.pathway_fan_in, p.p9_synapses)
     connect(p9_layers[-1], layers[-1], max(1, p.pathway_fan_in // 3), p.pathway_synapses)
+    # recurrent excitatory core and its "olfactory" inputs (own stream: the sugar and P9
+    # cascades above do not change when these knobs do)
+    rng = _rng(seed, "core")
+    core_n = max(2, int(round(p.core_size * scale)))
+    olf_n = max(2, int(round(p.olfactory_size * scale)))
+    free2 = np.setdiff1d(free, pathway)
+    if core_n + olf_n > free2.shape[0]:
+        raise ValidationError(f"SyntheticParams.n_neurons: {n} is too small for a core of {core_n + olf_n} neurons")
+    chosen2 = rng.choice(free2, size=core_n + olf_n, replace=False)
+    core, olf = np.sort(chosen2[:core_n]), np.sort(chosen2[core_n:])
+    for src, fan_in, median in ((core, p.core_fan_in, p.core_synapses),
+                                (olf, p.olfactory_fan_in, p.olfactory_synapses)):
+        src_pos = rng.integers(0, src.shape[0], size=(core_n, fan_in))
+        pre_l.append(src[src_pos].ravel())
+        post_l.append(np.repeat(core, fan_in))
+        cnt_l.append(_lognormal_counts(rng, core_n * fan_in, median, p.pathway_sigma, km))
+    n_cascades = int(pathway.shape[0])
+    pathway = np.union1d(pathway, np.concatenate([core, olf]))  # all excitatory but inhib
     pre = np.concatenate(pre_l).astype(np.int64)
     post = np.concatenate(post_l).astype(np.int64)
     cnt = np.concatenate(cnt_l)
@@ -380,13 +413,17 @@ def _build_pathways(p: SyntheticParams, n: int, named_idx: dict[str, np.ndarray]
     info = {
         "sugar_layers": layers_n,
         "p9_layers": p9_n,
-        "n_pathway_neurons": int(pathway.shape[0]),
+        "n_pathway_neurons": n_cascades,
+        "n_core_neurons": int(core.shape[0]),
+        "n_olfactory_neurons": int(olf.shape[0]),
         "n_pathway_inhibitory": int(inhib.shape[0]),
         "n_pathway_connections": int(first.shape[0]),
         "n_pathway_synapses": int(cnt[first].sum()),
         "sugar_layers_idx": [layer.tolist() for layer in layers],
         "p9_layers_idx": [layer.tolist() for layer in p9_layers],
         "inhibitory_idx": inhib.tolist(),
+        "core_idx": core.tolist(),
+        "olfactory_idx": olf.tolist(),
     }
     return pre[first], post[first], cnt[first], inhib, np.union1d(pathway, fixed), info
 
