@@ -470,7 +470,8 @@ class Comparison:
                                                     if self.first_divergence else "")
         return (f"{self.candidate_engine} vs {self.reference_engine} [{self.experiment} t={format_t_run(self.t_run)}s]: "
                 f"{self.verdict}; spikes {self.n_spikes_candidate}/{self.n_spikes_reference} "
-                f"(ratio {self.spike_ratio:.3f}), Jaccard {self.jaccard:.3f}, r={_fmt(self.pearson)}, "
+                f"(ratio {self.spike_ratio:.3f}), Jaccard {self.jaccard:.3f} (significant {self.jaccard_significant:.3f}), "
+                f"r={_fmt(self.pearson)}, "
                 f"within 3SE {self.within_3se:.1%}{ident}")
 
 
