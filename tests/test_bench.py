@@ -239,6 +239,12 @@ def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
     saved = SpikeResult.read_parquet(tmp_path / "results" / "test-quick_tinyexp_t0.02_n2.parquet")
     assert saved.n_trials == 2 and saved.meta["input"] == "poisson:seed=3"
     assert (tmp_path / "bench.png").stat().st_size > 1000
-    # rerunning a point replaces its row
-    run_bench(config(tmp_path, exp, ["test-quick"], t_runs=(0.01,), n_runs=(2,)), net)
+    # rerunning a point replaces its row (with the progress display on)
+    from rich.console import Console
+
+    buf = Console(file=__import__("io").StringIO(), force_terminal=True, width=120)
+    cfg2 = config(tmp_path, exp, ["test-quick"], t_runs=(0.01,), n_runs=(2,))
+    cfg2.progress = True
+    run_bench(cfg2, net, console=buf)
+    assert "ETA" in buf.file.getvalue() and "1/1 points" in buf.file.getvalue()
     assert len(read_csv(cfg.csv_path)) == 6
