@@ -119,7 +119,9 @@ def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Ex
         "connectome": res.connectome_label,
         "synthetic": res.synthetic,
         "meta": {k: res.meta[k] for k in ("cuda_graph_used", "cuda_graph_error", "host_syncs", "exact",
-                                          "loop_s", "setup_s", "capture_s") if k in res.meta},
+                                          "loop_s", "setup_s", "capture_s", "sync_free", "nonzero_static",
+                                          "capacity_restarts", "spike_capacity", "synapse_capacity")
+                 if k in res.meta},
     }
     log.info("%-6s %-45s %2d trials x %.3g s: wall %.3f s, sim %.3f s -> %.3f trial-s/s; %.0f spikes/trial-s",
              engine_name, json.dumps(options), exp.n_trials, exp.t_run, wall, sim_s, rec["trial_seconds_per_wall_second"],

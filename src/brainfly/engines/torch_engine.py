@@ -126,8 +126,19 @@ class TorchEngine(Engine):
     cuda_graph : bool, optional
         Capture the steps of one block in a CUDA graph (default True on CUDA with dense
         delivery; ignored on CPU).
-    compile : bool
-        ``torch.compile`` one step (fast mode only; default False).
+    compile : bool, optional
+        ``torch.compile`` one step into one fused kernel (float32 dense mode only). Default
+        True on CUDA in float32, else False. The first run in a process compiles (tens of
+        seconds; inductor caches on disk); if compiling fails, the step runs eagerly and
+        the failure is logged and recorded in ``meta['compile_error']``.
+    sync_free : bool, optional
+        Fixed-capacity gathers without host synchronisation inside the loop, one
+        synchronisation per chunk (see the module docstring). Default True on CUDA with
+        dense delivery, else False.
+    spike_capacity, synapse_capacity : int, optional
+        Per-block capacities of the sync-free gather (spikes, synaptic events); default
+        from the batch size and the mean out-degree. An overflow reruns the batch with 4x
+        the capacity (``meta['capacity_restarts']``).
     chunk_steps : int
         Steps per chunk of kicks built on the host (rounded to whole blocks), default 2000.
     threads : int, optional
@@ -154,7 +165,7 @@ class TorchEngine(Engine):
 
     def __init__(self, device: str = "cpu", dtype: str | None = None, batch_size: int | None = None,
                  delivery: str | None = None, kicks: str = "schedule", cuda_graph: bool | None = None,
-                 compile: bool = False, chunk_steps: int = 2000, threads: int | None = None,
+                 compile: bool | None = None, chunk_steps: int = 2000, threads: int | None = None,
                  sync_free: bool | None = None, spike_capacity: int | None = None,
                  synapse_capacity: int | None = None, **options: Any) -> None:
         if options:
@@ -194,8 +205,9 @@ class TorchEngine(Engine):
         self.cuda_graph = bool(cuda_graph) if cuda_graph is not None else (not on_cpu and delivery == "dense")
         if self.cuda_graph and delivery != "dense":
             raise ValidationError("engine 'torch': cuda_graph=True needs delivery='dense' (static shapes)")
-        self.compile = bool(compile)
-        if self.compile and (delivery != "dense" or self.dtype == "float64"):
+        fast = delivery == "dense" and self.dtype == "float32"
+        self.compile = bool(compile) if compile is not None else (not on_cpu and fast)
+        if self.compile and not fast:
             raise ValidationError(
                 "engine 'torch': compile=True is for the float32 fast mode with dense delivery "
                 "(the compiler may fuse multiply-adds, which would break the float64 exact mode)"
@@ -596,6 +608,10 @@ class _BatchRunner:
             spk_k.copy_(spk)
 
         compiled = torch.compile(step, dynamic=False, fullgraph=True)
+        # compile now, on scratch copies of the state (same shapes, dtypes, alignment)
+        scratch = [t.clone() for t in (self.v, self.g, self.cnt)]
+        compiled(*scratch, self.rfc_set, self.inc[0], self.kick_buf[0], self.act_t, self.spk_buf[0].clone())
+        del scratch
 
         def run(k: int) -> None:
             compiled(self.v, self.g, self.cnt, self.rfc_set, self.inc[k], self.kick_buf[k], self.act_t,
@@ -618,8 +634,18 @@ class _BatchRunner:
     def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Simulate all steps; returns (row, step, neuron) of every spike (host arrays)."""
         eng = self.engine
+        self.info["compiled"] = False
         if eng.compile:
-            self._step_fn = self._make_compiled()
+            t0 = time.perf_counter()
+            try:
+                self._step_fn = self._make_compiled()
+                self.info["compiled"] = True
+            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
+                log.warning("torch engine: torch.compile of the step failed (%s: %s); running it eagerly",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                self.info["compile_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+                self._step_fn = self._step_eager
+            self.info["compile_s"] = round(time.perf_counter() - t0, 3)
         self.info["block_steps"] = self.K
         self.info["sync_free"] = bool(eng.sync_free and self.dense)
         if eng.sync_free and self.dense:
