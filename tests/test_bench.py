@@ -248,3 +248,54 @@ def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
     run_bench(cfg2, net, console=buf)
     assert "ETA" in buf.file.getvalue() and "1/1 points" in buf.file.getvalue()
     assert len(read_csv(cfg.csv_path)) == 6
+
+
+_SIGTERM_SCRIPT = r'''
+import os, sys, time
+import numpy as np
+from brainfly.bench import BenchConfig, parse_target, run_bench
+from brainfly.connectome import Connectome
+from brainfly.engines.base import Engine, register_engine
+from brainfly.experiment import Experiment, StimulusSet
+
+@register_engine
+class Sleeper(Engine):
+    name = "test-sleeper"
+    capabilities = frozenset({"poisson"})
+    def simulate(self, sim, trials, progress=None):
+        with open(sys.argv[1] + "/worker.pid", "w") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(600)
+
+net = Connectome.from_edges(np.arange(1, 5), [0], [1], [1.0], name="tiny", synthetic=True)
+exp = Experiment(name="t", stimuli=(StimulusSet((1,), 100.0),), t_run=0.01)
+out = sys.argv[1]
+run_bench(BenchConfig([parse_target("test-sleeper")], [0.01], [1], exp, csv_path=out + "/b.csv",
+                      results_dir=out + "/r", log_file=None, timeout_s=300, progress=False, plot=False), net)
+'''
+
+
+def test_sigterm_ends_the_running_worker(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "s.py"
+    script.write_text(_SIGTERM_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pid_file = tmp_path / "worker.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "worker survived the benchmark's SIGTERM"
+        time.sleep(0.1)

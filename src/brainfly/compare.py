@@ -740,8 +740,9 @@ def comparison_document(comparisons: Iterable[Comparison], missing: Iterable[dic
     active in the reference), within_3se (share), top_deviating (flywire_id, name,
     reference_hz, candidate_hz, diff_hz, z), input_reference/candidate (fingerprints or
     null), same_input, identical (null unless same_input), first_divergence (trial, step,
-    t, flywire_id, name, side, n_identical_before, other; or null), verdict, reasons,
-    synthetic, connectome; plus reference_file and candidate_file when read from files.
+    t, flywire_id, name, side, n_identical_before, other; or null), jaccard_significant,
+    verdict, reasons, limits (the limits applied after the noise allowances), synthetic,
+    connectome; plus reference_file and candidate_file when read from files.
     NaN is written as null.
     """
     from . import __version__

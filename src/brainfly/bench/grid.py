@@ -25,6 +25,8 @@ import io
 import json
 import logging
 from pathlib import Path
+import signal
+import threading
 import time
 from typing import Any, Iterable, Sequence
 
@@ -459,12 +461,25 @@ def run_bench(config: BenchConfig, connectome: Any = None, *, console: Any = Non
 
     console = console or Console(stderr=True)
     handlers = _setup_logging(config.log_file, console)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # a SIGTERM (kill, a batch system's limit) ends the running point's process group too
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(config, connectome, console, hardware_info, hardware_summary)
+    except KeyboardInterrupt:
+        log.warning("benchmark interrupted; the rows measured so far are in %s", config.csv_path)
+        raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for h in handlers:
             log.removeHandler(h)
             h.close()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any, hardware_summary: Any
