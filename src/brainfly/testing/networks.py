@@ -329,29 +329,29 @@ CASES = _Cases()
 
 
 def random_network(n_neurons: int = 120, n_driven: int = 12, seed: int = 0, *,
-                   p_connect: float = 0.08, name: str = "random") -> tuple[Connectome, np.ndarray]:
-    """A small random network with a broad range of firing rates (statistical tier).
+                   fan_in: int = 5, name: str = "random") -> tuple[Connectome, np.ndarray]:
+    """A small layered random network with a broad range of firing rates (statistical tier).
 
-    Returns the connectome and the model indices of the neurons to drive. Weights are
-    integer synapse counts, mostly excitatory, scaled so that a few coincident inputs
-    make a neuron fire.
+    Neurons ``0 .. n_driven-1`` are the ones to drive; every other neuron receives
+    ``fan_in`` connections from lower-indexed neurons (a feed-forward cascade, so activity
+    cannot run away), about a fifth of them inhibitory, with synapse counts of 40-160 (a
+    few coincident inputs make a neuron fire). Returns the connectome and the model indices
+    of the neurons to drive.
     """
     rng = np.random.default_rng(seed)
     pre, post, w = [], [], []
-    driven = np.arange(n_driven)
-    for i in range(n_neurons):
-        p_i = p_connect * (3.0 if i < n_driven else 1.0)
-        targets = np.flatnonzero(rng.random(n_neurons) < p_i)
-        targets = targets[(targets >= n_driven)]
-        for t in targets.tolist():
+    for i in range(n_driven, n_neurons):
+        lo = max(0, i - 4 * n_driven)
+        src = rng.choice(np.arange(lo, i), size=min(fan_in, i - lo), replace=False)
+        for j in src.tolist():
             sign = -1.0 if rng.random() < 0.2 else 1.0
-            pre.append(i)
-            post.append(t)
-            w.append(sign * float(rng.integers(20, 140)))
+            pre.append(j)
+            post.append(i)
+            w.append(sign * float(rng.integers(20, 120)))
     fids = FLYWIRE_BASE + np.arange(n_neurons, dtype=np.int64)
     net = Connectome.from_edges(fids, pre, post, w, name=f"tiny-{name}-{seed}", synthetic=True,
                                 meta={"generator": "brainfly.testing.networks.random_network", "seed": seed})
-    return net, driven
+    return net, np.arange(n_driven, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------- the oracle

@@ -1,0 +1,400 @@
+"""The conformance suite: what every engine must pass, shipped with the package.
+
+Run it in a project with ``from brainfly.testing.conformance import *`` in a test module
+(brainfly's own ``tests/test_conformance.py`` does this); the pytest plugin
+(:mod:`brainfly.testing.plugin`, registered automatically) parametrises the ``engine``
+fixture over every registered engine except the reference ``brian2``, skips engines that
+are unavailable here or lack a capability a test ``requires``, and gives each test a seed
+derived from its id.
+
+Tiers of truth
+--------------
+1. **analytic**: one LIF neuron driven by one input, in closed form (latency of the first
+   spike, the refractory boundary, driven neurons kicked in every step).
+2. **reference**: every engine that claims exactness (``exact = True``) gives exactly
+   Brian2's spikes ``(trial, neuron, step)`` for the same input schedule on the tiny
+   adversarial networks of :mod:`brainfly.testing.networks`, no tolerance; the same
+   engines also match the per-step numpy oracle, which itself is checked against Brian2.
+3. **statistical**: an engine with its own Poisson draws against Brian2's
+   ``PoissonInput`` over many trials: per-neuron rate correlation, active-set overlap,
+   and the fraction of neurons within 3 standard errors, with the thresholds of
+   :mod:`brainfly.testing.tolerances`.
+
+Every comparison first asserts that the reference actually spiked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ..experiment import Experiment, StimulusSet
+from ..params import ModelParams
+from ..results import SpikeResult
+from ..schedule import InputSchedule
+from .networks import (STRONG, case_names, crossing_steps, get_case, oracle_result, random_network, _net)
+from .tolerances import StatTolerance, tolerance
+
+__all__ = [
+    "requires",
+    "spike_set",
+    "assert_same_spikes",
+    "compare_rates",
+    # tier 1: analytic
+    "test_step_coefficients_closed_form",
+    "test_analytic_latency",
+    "test_analytic_driven_every_step",
+    "test_analytic_refractory_boundary",
+    "test_analytic_no_input_no_spikes",
+    # tier 2: reference
+    "test_oracle_matches_reference",
+    "test_engine_matches_oracle",
+    "test_reference_spikes",
+    "test_reference_poisson_replay",
+    "test_full_size_spike_identity",
+    # determinism
+    "test_same_seed_same_spikes",
+    "test_trial_subsets",
+    # tier 3: statistical
+    "test_statistical_rates",
+    "test_statistical_rates_full",
+]
+
+#: ``@requires("schedule", ...)``: skip engines that lack one of these capabilities.
+requires = pytest.mark.requires
+
+_P = ModelParams()
+_D = _P.delay_steps
+_R = _P.refractory_steps
+
+
+# ---------------------------------------------------------------------- helpers
+def spike_set(result: SpikeResult) -> set[tuple[int, int, int]]:
+    """The spikes of a result as a set of ``(trial, idx, step)``."""
+    return set(zip(result.trial.tolist(), result.idx.tolist(), result.step.tolist()))
+
+
+def assert_same_spikes(result: SpikeResult, reference: SpikeResult, what: str = "") -> None:
+    """Assert identical spikes ``(trial, idx, step)``; the message lists the first differences."""
+    a, b = spike_set(result), spike_set(reference)
+    if a == b:
+        return
+    only_a = sorted(a - b)[:10]
+    only_b = sorted(b - a)[:10]
+    first = min(only_a[:1] + only_b[:1], key=lambda s: (s[0], s[2]))
+    raise AssertionError(
+        f"{what}: engine {result.engine!r} and {reference.engine!r} differ in "
+        f"{len(a - b) + len(b - a)} of {len(b)} reference spikes (trial, idx, step); first difference "
+        f"at {first}; only in {result.engine!r}: {only_a}; only in {reference.engine!r}: {only_b}"
+    )
+
+
+def _assert_reference_spiked(reference: SpikeResult, must: tuple[int, ...] = (), what: str = "") -> None:
+    assert reference.n_spikes > 0, f"{what}: the reference produced no spikes; the comparison would be empty"
+    missing = sorted(set(must) - set(reference.idx.tolist()))
+    assert not missing, f"{what}: neurons {missing} were expected to spike in the reference but did not"
+
+
+def _run_schedule(engine: Any, net: Any, kicks: list[tuple[int, int, int]], tmp: Path, *, t_run: float,
+                  n_trials: int = 1, name: str = "analytic", silenced: tuple[int, ...] = ()) -> SpikeResult:
+    arr = np.asarray(kicks, dtype=np.int64).reshape(-1, 3)
+    sched = InputSchedule(arr[:, 0], arr[:, 1], arr[:, 2])
+    path = sched.write(tmp / f"{name}-schedule.parquet", net.flywire_ids)
+    exp = Experiment(name=name, t_run=t_run, n_trials=n_trials, input_schedule=str(path),
+                     silenced=tuple(int(net.flywire_ids[i]) for i in silenced))
+    return engine.run(net, exp)
+
+
+def _by_neuron(result: SpikeResult, idx: int, trial: int = 0) -> list[int]:
+    sel = (result.idx == idx) & (result.trial == trial)
+    return sorted(result.step[sel].tolist())
+
+
+def compare_rates(result: SpikeResult, reference: SpikeResult, tol: StatTolerance) -> dict[str, Any]:
+    """Per-neuron rate statistics of two runs of the same experiment.
+
+    Returns a dict with ``pearson`` (mean rates over the union of neurons that spiked),
+    ``jaccard`` (active sets: mean rate >= ``tol.active_min_hz``), ``within`` (fraction of
+    neurons that spiked whose mean rates differ by at most ``tol.n_se`` standard errors of
+    the difference), ``n_active`` and ``worst`` (neurons outside, largest z first).
+    """
+    ca = result.spike_counts() / result.t_run
+    cb = reference.spike_counts() / reference.t_run
+    ma, mb = ca.mean(axis=0), cb.mean(axis=0)
+    union = (ma > 0) | (mb > 0)
+    pearson = float(np.corrcoef(ma[union], mb[union])[0, 1]) if union.sum() > 1 else float("nan")
+    act_a = set(np.flatnonzero(ma >= tol.active_min_hz).tolist())
+    act_b = set(np.flatnonzero(mb >= tol.active_min_hz).tolist())
+    jaccard = len(act_a & act_b) / max(len(act_a | act_b), 1)
+    se = np.sqrt(ca.var(axis=0, ddof=1) / ca.shape[0] + cb.var(axis=0, ddof=1) / cb.shape[0])
+    z = np.abs(ma - mb) / np.where(se > 0, se, np.inf)
+    z[(se == 0) & (ma != mb)] = np.inf
+    within = float((z[union] <= tol.n_se).mean()) if union.any() else float("nan")
+    worst = np.flatnonzero(union & (z > tol.n_se))
+    worst = worst[np.argsort(-z[worst])][:5]
+    return {
+        "pearson": pearson, "jaccard": jaccard, "within": within, "n_active": int(union.sum()),
+        "worst": [(int(i), float(ma[i]), float(mb[i]), float(z[i])) for i in worst],
+    }
+
+
+# ---------------------------------------------------------------------- tier 1: analytic
+def test_step_coefficients_closed_form() -> None:
+    """Brian2's step constants are the closed form x(1) = x a + c (a - b) g, v_const = v_0 (1 - a)."""
+    co = _P.step_coefficients()
+    a, b = co.v_decay, co.g_decay
+    c = _P.tau_ms / (_P.t_mbr_ms - _P.tau_ms)
+    assert a == pytest.approx(np.exp(-_P.dt_ms / _P.t_mbr_ms), rel=1e-15)
+    assert b == pytest.approx(np.exp(-_P.dt_ms / _P.tau_ms), rel=1e-15)
+    assert co.v_from_g == pytest.approx(c * (a - b), rel=1e-12)
+    assert co.v_const == pytest.approx(co.v_0 * (1 - a), rel=1e-12)
+    # ten Brian2 steps equal the closed form within round-off
+    x0, g0 = 0.003, 0.02
+    v, g = co.v_0 + x0, g0
+    for _ in range(10):
+        v, g = co.v_const + (co.v_from_g * g + co.v_decay * v), co.g_decay * g
+    assert v - co.v_0 == pytest.approx(x0 * a ** 10 + c * (a ** 10 - b ** 10) * g0, rel=1e-12)
+
+
+@requires("schedule")
+@pytest.mark.parametrize("count", [150.0, 170.0, 250.0, 1000.0, STRONG])
+def test_analytic_latency(engine: Any, count: float, tmp_path: Path) -> None:
+    """A driven neuron kicked at step s fires at s+1; its target, at rest, fires at
+    s + 1 + delay + k*, with k* the first step at which the closed form exceeds v_th."""
+    co = _P.step_coefficients()
+    net = _net("latency", 2, [(0, 1, count)])
+    k_star = crossing_steps(0.0, count * co.w_syn, _P)
+    if k_star > 0:  # the crossing is not a graze: round-off cannot move it
+        a, b = co.v_decay, co.g_decay
+        c = _P.tau_ms / (_P.t_mbr_ms - _P.tau_ms)
+        g = count * co.w_syn
+        x = [c * (a ** k - b ** k) * g for k in (k_star - 1, k_star)]
+        assert x[0] < co.v_th - co.v_0 - 1e-9 < co.v_th - co.v_0 + 1e-9 < x[1]
+    res = _run_schedule(engine, net, [(0, 0, 10)], tmp_path, t_run=0.03)
+    assert _by_neuron(res, 0) == [11]
+    assert _by_neuron(res, 1) == ([11 + _D + k_star] if k_star > 0 else [])
+
+
+@requires("schedule")
+def test_analytic_driven_every_step(engine: Any, tmp_path: Path) -> None:
+    """Kicked in every step, a driven neuron (refractory 0) fires every other step: the kick
+    of its spike step is dropped; two kicks in one step add up."""
+    net = _net("dense", 2, [])
+    kicks = [(0, 0, s) for s in range(10, 30)] + [(0, 1, 40), (0, 1, 40)]
+    res = _run_schedule(engine, net, kicks, tmp_path, t_run=0.005)
+    assert _by_neuron(res, 0) == list(range(11, 30, 2))
+    assert _by_neuron(res, 1) == [41]
+
+
+@requires("schedule")
+@pytest.mark.parametrize("gap", [5, _R - 1, _R, _R + 1, 40])
+def test_analytic_refractory_boundary(engine: Any, gap: int, tmp_path: Path) -> None:
+    """A neuron that fired at s ignores input in steps s .. s + refractory - 1 (Brian2 drops
+    it) and takes it again from s + refractory on."""
+    net = _net("refractory", 2, [(0, 1, STRONG)])
+    res = _run_schedule(engine, net, [(0, 0, 10), (0, 0, 10 + gap)], tmp_path, t_run=0.01)
+    assert _by_neuron(res, 0) == [11, 11 + gap]
+    first = 11 + _D + 1
+    second = 11 + gap + _D  # the second input arrives in this step
+    expected = [first] + ([second + 1] if second >= first + _R else [])
+    assert _by_neuron(res, 1) == expected
+
+
+@requires("schedule")
+def test_analytic_no_input_no_spikes(engine: Any, tmp_path: Path) -> None:
+    """Without input nothing fires (and trials without kicks are still covered)."""
+    net = _net("quiet", 3, [(0, 1, STRONG), (1, 2, STRONG)])
+    res = _run_schedule(engine, net, [(1, 0, 5)], tmp_path, t_run=0.01, n_trials=2)
+    assert res.trials == [0, 1]
+    assert not (res.trial == 0).any()
+    assert _by_neuron(res, 0, trial=1) == [6]
+
+
+# ---------------------------------------------------------------------- tier 2: reference
+_REF_CACHE: dict[Any, SpikeResult] = {}
+
+
+def _case_run(engine: Any, name: str, tmp: Path) -> tuple[SpikeResult, Any]:
+    case = get_case(name)
+    path = case.write_schedule(tmp / f"{name}.parquet")
+    return engine.run(case.connectome, case.experiment(path)), case
+
+
+def _reference_case(reference: Any, name: str, tmp: Path) -> SpikeResult:
+    key = ("case", name)
+    if key not in _REF_CACHE:
+        _REF_CACHE[key], _ = _case_run(reference, name, tmp)
+    return _REF_CACHE[key]
+
+
+def _skip_unless(engine: Any, case: Any) -> None:
+    need = {"schedule"}
+    if case.silenced:
+        need.add("silencing_both" if case.silence_mode == "both" else "silencing")
+    missing = need - set(engine.capabilities)
+    if missing:
+        pytest.skip(f"engine {engine.name!r} lacks capability {', '.join(sorted(missing))}")
+
+
+@pytest.mark.parametrize("case_name", case_names())
+def test_oracle_matches_reference(reference: Any, case_name: str, tmp_path: Path) -> None:
+    """The per-step numpy oracle gives Brian2's spikes (so it may stand in where Brian2 is missing)."""
+    from ..engines.base import prepare
+
+    ref = _reference_case(reference, case_name, tmp_path)
+    case = get_case(case_name)
+    _assert_reference_spiked(ref, case.must_spike, case_name)
+    path = case.write_schedule(tmp_path / f"{case_name}-oracle.parquet")
+    sim = prepare(case.connectome, case.experiment(path))
+    assert_same_spikes(oracle_result(sim, sim.schedule), ref, f"case {case_name} ({case.note})")
+
+
+@requires("schedule")
+@pytest.mark.parametrize("case_name", case_names())
+def test_engine_matches_oracle(engine: Any, case_name: str, tmp_path: Path) -> None:
+    """Exact engines give the oracle's spikes on every tiny adversarial network."""
+    from ..engines.base import prepare
+
+    if not engine.exact:
+        pytest.skip(f"engine {engine.name!r} does not claim exactness")
+    case = get_case(case_name)
+    _skip_unless(engine, case)
+    res, case = _case_run(engine, case_name, tmp_path)
+    sim = prepare(case.connectome, case.experiment(str(tmp_path / f"{case_name}.parquet")))
+    ref = oracle_result(sim, sim.schedule)
+    _assert_reference_spiked(ref, case.must_spike, case_name)
+    assert_same_spikes(res, ref, f"case {case_name} ({case.note})")
+
+
+@requires("schedule")
+@pytest.mark.parametrize("case_name", case_names())
+def test_reference_spikes(engine: Any, reference: Any, case_name: str, tmp_path: Path) -> None:
+    """Exact engines give exactly Brian2's spikes (trial, neuron, step), no tolerance."""
+    if not engine.exact:
+        pytest.skip(f"engine {engine.name!r} does not claim exactness")
+    case = get_case(case_name)
+    _skip_unless(engine, case)
+    ref = _reference_case(reference, case_name, tmp_path)
+    _assert_reference_spiked(ref, case.must_spike, case_name)
+    res, _ = _case_run(engine, case_name, tmp_path)
+    assert_same_spikes(res, ref, f"case {case_name} ({case.note})")
+
+
+@requires("schedule", "poisson", "multi_rate")
+def test_reference_poisson_replay(engine: Any, reference: Any, seed: int, tmp_path: Path) -> None:
+    """The shared Poisson draws (draw_poisson) replayed as a schedule give Brian2's spikes on
+    a small random network with two rates."""
+    from ..engines.base import prepare
+
+    if not engine.exact:
+        pytest.skip(f"engine {engine.name!r} does not claim exactness")
+    net, driven = random_network(60, 8, seed=seed % 1000)
+    f = net.flywire_ids
+    exp = Experiment(name="replay", stimuli=(StimulusSet(tuple(f[driven[:4]].tolist()), 200.0),
+                                             StimulusSet(tuple(f[driven[4:]].tolist()), 70.0)),
+                     t_run=0.05, n_trials=2, seed=seed)
+    sim = prepare(net, exp)
+    path = sim.kicks(range(2)).write(tmp_path / "replay.parquet", f)
+    exp_s = exp.with_(input_schedule=str(path))
+    ref = reference.run(net, exp_s)
+    _assert_reference_spiked(ref, (), "poisson replay")
+    assert np.isin(np.arange(8, 60), ref.idx).any(), "poisson replay: no spike beyond the driven neurons"
+    assert_same_spikes(engine.run(net, exp), ref, "own draws vs Brian2 replaying the same draws")
+
+
+@pytest.mark.slow
+@requires("schedule")
+def test_full_size_spike_identity(engine: Any, tmp_path: Path) -> None:
+    """Full-size synthetic brain, sugar GRNs at 200 Hz, 1 s: the exact engines give Brian2's
+    (standalone) spikes exactly."""
+    from ..connectome.datasets import load_connectome
+    from ..engines.base import engine_names, get_engine, prepare
+    from ..experiment import builtin_experiment
+
+    if not engine.exact:
+        pytest.skip(f"engine {engine.name!r} does not claim exactness")
+    ref_name = "brian2-standalone" if "brian2-standalone" in engine_names() else "brian2"
+    ref_engine = get_engine(ref_name)
+    ok, reason = type(ref_engine).is_available()
+    if not ok:
+        pytest.skip(f"reference {ref_name!r} unavailable: {reason}")
+    net = load_connectome("synthetic", progress=False)
+    exp = builtin_experiment("sugar").with_(n_trials=1, t_run=1.0, seed=7)
+    sim = prepare(net, exp)
+    path = sim.kicks([0]).write(tmp_path / "sugar.parquet", net.flywire_ids)
+    exp_s = exp.with_(input_schedule=str(path))
+    ref = ref_engine.run(net, exp_s)
+    _assert_reference_spiked(ref, (), "full-size sugar")
+    assert np.setdiff1d(ref.active_idx(), sim.activated_idx).size > 0, "full-size sugar: only GRNs spiked"
+    assert_same_spikes(engine.run(net, exp_s), ref, "full-size synthetic brain, sugar 200 Hz, 1 s")
+
+
+# ---------------------------------------------------------------------- determinism
+@requires("poisson")
+def test_same_seed_same_spikes(engine: Any, seed: int) -> None:
+    """The same seed gives the same spikes; another seed other spikes."""
+    net, driven = random_network(60, 8, seed=3)
+    exp = Experiment(name="det", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.05, n_trials=3, seed=seed)
+    a, b = engine.run(net, exp), engine.run(net, exp)
+    assert a.n_spikes > 0
+    assert spike_set(a) == spike_set(b)
+    assert spike_set(engine.run(net, exp.with_(seed=seed + 1))) != spike_set(a)
+
+
+@requires("poisson")
+def test_trial_subsets(engine: Any, seed: int) -> None:
+    """A trial run alone gives the same spikes as within the full run (resumable runs)."""
+    net, driven = random_network(60, 8, seed=4)
+    exp = Experiment(name="subset", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.05, n_trials=3, seed=seed)
+    full = engine.run(net, exp)
+    part = engine.run(net, exp, trials=[2])
+    assert part.trials == [2]
+    assert part.n_spikes > 0
+    assert spike_set(part) == {s for s in spike_set(full) if s[0] == 2}
+
+
+# ---------------------------------------------------------------------- tier 3: statistical
+def _statistical(engine: Any, reference: Any, seed: int, tol_name: str) -> None:
+    tol = tolerance(tol_name)
+    net, driven = random_network(120, 12, seed=1)
+    f = net.flywire_ids
+    exp = Experiment(name=f"stat-{tol_name}",
+                     stimuli=(StimulusSet(tuple(f[driven[:6]].tolist()), 200.0),
+                              StimulusSet(tuple(f[driven[6:]].tolist()), 80.0)),
+                     t_run=tol.t_run, n_trials=tol.n_trials, seed=seed)
+    key = ("stat", tol_name)
+    if key not in _REF_CACHE:
+        # Brian2's own PoissonInput, with a seed of its own
+        _REF_CACHE[key] = type(reference)(n_jobs=min(2, os.cpu_count() or 1)).run(net, exp.with_(seed=12345))
+    ref = _REF_CACHE[key]
+    _assert_reference_spiked(ref, (), "statistical")
+    assert np.setdiff1d(ref.active_idx(), driven).size >= 0.5 * (net.n_neurons - driven.size), \
+        "statistical: fewer than half of the non-driven neurons fired in the reference"
+    res = engine.run(net, exp)
+    st = compare_rates(res, ref, tol)
+    msg = (f"{engine.name} vs {ref.engine} ({tol_name}: {tol.n_trials} trials x {tol.t_run} s): "
+           f"pearson {st['pearson']:.5f} (>= {tol.pearson}), jaccard {st['jaccard']:.3f} (>= {tol.jaccard}), "
+           f"within {tol.n_se} SE {st['within']:.3f} (>= {tol.within_3se}) of {st['n_active']} neurons; "
+           f"worst (idx, rate, ref rate, z): {st['worst']}")
+    assert st["pearson"] >= tol.pearson, msg
+    assert st["jaccard"] >= tol.jaccard, msg
+    assert st["within"] >= tol.within_3se, msg
+
+
+@requires("poisson", "multi_rate")
+def test_statistical_rates(engine: Any, reference: Any, seed: int) -> None:
+    """Own Poisson draws vs Brian2's PoissonInput: rates agree (small CI protocol)."""
+    _statistical(engine, reference, seed, "statistical_ci")
+
+
+@pytest.mark.slow
+@requires("poisson", "multi_rate")
+def test_statistical_rates_full(engine: Any, reference: Any, seed: int) -> None:
+    """Own Poisson draws vs Brian2's PoissonInput: rates agree (30 trials x 1 s)."""
+    _statistical(engine, reference, seed, "statistical")
