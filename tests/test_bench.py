@@ -1,4 +1,8 @@
-"""The benchmark grid: per-point processes, time limits, skip reporting, CSV upsert, file naming."""
+"""The benchmark grid: per-point processes, time limits, skip reporting, CSV upsert, file naming.
+
+The fake engines below are registered by a fixture for this module's tests only, and
+reach the workers because these fork from the test process.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +43,6 @@ class _Base(Engine):
                            meta={"input": f"poisson:seed={sim.experiment.seed}"})
 
 
-@register_engine
 class QuickEngine(_Base):
     name: ClassVar[str] = "test-quick"
 
@@ -51,7 +54,6 @@ class QuickEngine(_Base):
         return result
 
 
-@register_engine
 class UntimedEngine(_Base):
     name: ClassVar[str] = "test-untimed"
 
@@ -59,7 +61,6 @@ class UntimedEngine(_Base):
         return self.spikes(sim, trials)
 
 
-@register_engine
 class LoopTimedEngine(_Base):
     name: ClassVar[str] = "test-looptimed"
 
@@ -70,7 +71,6 @@ class LoopTimedEngine(_Base):
         return result
 
 
-@register_engine
 class CrashEngine(_Base):
     name: ClassVar[str] = "test-crash"
 
@@ -78,7 +78,6 @@ class CrashEngine(_Base):
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
-@register_engine
 class RaiseEngine(_Base):
     name: ClassVar[str] = "test-raise"
 
@@ -86,7 +85,6 @@ class RaiseEngine(_Base):
         raise RuntimeError("boom in the engine")
 
 
-@register_engine
 class HangEngine(_Base):
     name: ClassVar[str] = "test-hang"
 
@@ -94,7 +92,6 @@ class HangEngine(_Base):
         time.sleep(600)
 
 
-@register_engine
 class MissingEngine(_Base):
     name: ClassVar[str] = "test-missing"
 
@@ -106,12 +103,28 @@ class MissingEngine(_Base):
         raise AssertionError
 
 
-@register_engine
 class NoDeviceEngine(_Base):
     name: ClassVar[str] = "test-nodevice"
 
     def simulate(self, sim, trials, progress=None):
         raise EngineUnavailable("CUDA device requested but none is visible")
+
+
+_TEST_ENGINES = (QuickEngine, UntimedEngine, LoopTimedEngine, CrashEngine, RaiseEngine, HangEngine, MissingEngine,
+                 NoDeviceEngine)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registered_test_engines():
+    """Register this module's engines for its tests only (the conformance suite must not see them)."""
+    from brainfly.engines import base
+
+    base.engine_names()  # load the built-in engines first
+    for cls in _TEST_ENGINES:
+        register_engine(cls)
+    yield
+    for cls in _TEST_ENGINES:
+        base._REGISTRY.pop(cls.name, None)
 
 
 # ------------------------------------------------------------------ fixtures
