@@ -48,7 +48,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -59,7 +59,8 @@ from ..schedule import InputSchedule, trial_seed_sequence
 from .base import Engine, ProgressCallback, SimulationInput, register_engine
 
 __all__ = ["Brian2Engine", "Brian2StandaloneEngine", "MODEL_EQUATIONS", "THRESHOLD", "RESET",
-           "brian2_namespace", "trial_seed", "cython_rand_broken"]
+           "STRICT_CPP_ARGS", "FAST_CPP_ARGS", "brian2_namespace", "cpp_compile_args", "trial_seed",
+           "cython_rand_broken"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,26 @@ _POISSON_GROUPING = ("contiguous", "per_neuron")
 _MODES = ("runtime", "standalone")
 #: Refractory period used to freeze every neuron during the flush between two trials.
 _FLUSH_RFC_S = 1.0e3
+#: Compiler flags (gcc/clang) for cython and C++ standalone code: IEEE float64 as numpy
+#: computes it. Brian2's default adds -ffast-math and -march=native, which lets the compiler
+#: contract ``a*b + c`` into fused multiply-adds; the update then differs from the numpy
+#: target in the last bit for about 1 value in 8 (measured here), and spikes can move.
+STRICT_CPP_ARGS = ("-w", "-O3", "-fno-fast-math", "-ffp-contract=off", "-std=c++11")
+#: Brian2 2.8's default flags (``fast_math=True``).
+FAST_CPP_ARGS = ("-w", "-O3", "-ffast-math", "-fno-finite-math-only", "-march=native", "-std=c++11")
+
+
+def cpp_compile_args(fast_math: bool = False) -> list[str]:
+    """Compiler flags the engine gives Brian2 (``prefs.codegen.cpp.extra_compile_args_gcc``).
+
+    Parameters
+    ----------
+    fast_math : bool
+        False (default): :data:`STRICT_CPP_ARGS`, bit-identical to the numpy target.
+        True: Brian2's own defaults, :data:`FAST_CPP_ARGS` (not bit-exact); the engine
+        then leaves Brian2's preference as it is.
+    """
+    return list(FAST_CPP_ARGS if fast_math else STRICT_CPP_ARGS)
 
 
 def brian2_namespace(params: ModelParams) -> dict[str, Any]:
@@ -144,6 +165,7 @@ class _Plan:
     build_root: str | None
     openmp_threads: int
     keep_build: bool
+    fast_math: bool
 
     @property
     def flush_steps(self) -> int:
@@ -219,13 +241,22 @@ def _cxx_works() -> tuple[bool, str]:
     return True, ""
 
 
-def _run_chunk(plan: _Plan, trials: list[int]) -> _ChunkResult:
-    """Build the paper's network once and run *trials* sequentially in it."""
+def _run_chunk(plan: _Plan, trials: list[int], on_trial: Callable[[], None] | None = None) -> _ChunkResult:
+    """Build the paper's network once and run *trials* sequentially in it.
+
+    Brian2's global settings touched here (device, code generation target, OpenMP
+    threads) are restored afterwards.
+    """
     import brian2 as b2
 
     t_start = time.perf_counter()
     standalone = plan.mode == "standalone"
     build_dir = None
+    old_target = b2.prefs.codegen.target
+    old_threads = b2.prefs.devices.cpp_standalone.openmp_threads
+    old_args = list(b2.prefs.codegen.cpp.extra_compile_args_gcc)
+    if not plan.fast_math:
+        b2.prefs.codegen.cpp.extra_compile_args_gcc = cpp_compile_args(False)
     if standalone:
         root = plan.build_root or None
         build_dir = tempfile.mkdtemp(prefix="brainfly-brian2-standalone-", dir=root)
@@ -235,8 +266,11 @@ def _run_chunk(plan: _Plan, trials: list[int]) -> _ChunkResult:
         b2.set_device("runtime")
         b2.prefs.codegen.target = plan.codegen_target
     try:
-        return _build_and_run(b2, plan, trials, t_start, build_dir)
+        return _build_and_run(b2, plan, trials, t_start, build_dir, on_trial)
     finally:
+        b2.prefs.codegen.target = old_target
+        b2.prefs.devices.cpp_standalone.openmp_threads = old_threads
+        b2.prefs.codegen.cpp.extra_compile_args_gcc = old_args
         if standalone:
             b2.device.reinit()
             b2.device.activate()
@@ -246,7 +280,7 @@ def _run_chunk(plan: _Plan, trials: list[int]) -> _ChunkResult:
 
 
 def _build_and_run(b2: Any, plan: _Plan, trials: list[int], t_start: float,
-                   build_dir: str | None) -> _ChunkResult:
+                   build_dir: str | None, on_trial: Callable[[], None] | None = None) -> _ChunkResult:
     ns = brian2_namespace(plan.params)
     dt = ns["dt"]
     dt_s = plan.params.dt_s
@@ -329,6 +363,8 @@ def _build_and_run(b2: Any, plan: _Plan, trials: list[int], t_start: float,
                 p.active = True
         b2.seed(plan.seeds[trial])
         net.run(n_steps * dt)
+        if on_trial is not None and not standalone:
+            on_trial()
 
     timings: dict[str, float] = {}
     t_setup_done = time.perf_counter()
@@ -358,8 +394,16 @@ def _build_and_run(b2: Any, plan: _Plan, trials: list[int], t_start: float,
                         build_dir if plan.keep_build else None)
 
 
-def _run_chunk_with_setup_time(plan: _Plan, trials: list[int]) -> _ChunkResult:
-    """Worker entry point (top-level so that it pickles)."""
+#: Plan handed to forked workers by inheritance (avoids pickling the connectivity).
+_FORK_PLAN: _Plan | None = None
+
+
+def _worker(plan: _Plan | None, trials: list[int]) -> _ChunkResult:
+    """Worker entry point (top-level so that it pickles); ``plan=None``: the inherited one."""
+    if plan is None:
+        plan = _FORK_PLAN
+        if plan is None:  # pragma: no cover - only if the fork context was not used
+            raise RuntimeError("brian2 engine worker: no plan was inherited from the parent process")
     return _run_chunk(plan, trials)
 
 
@@ -396,6 +440,11 @@ class Brian2Engine(Engine):
         Keep the standalone build directory (path in ``meta['build_dirs']``).
     openmp_threads : int
         OpenMP threads of the standalone binary (default 0: single-threaded).
+    fast_math : bool
+        Compile cython/standalone code with Brian2's default flags (``-ffast-math
+        -march=native``), which are faster but not bit-identical to the numpy target.
+        Default False: strict IEEE flags (:data:`STRICT_CPP_ARGS`), so that every mode of
+        the reference gives the same spikes.
     mp_context : {"fork", "spawn", "forkserver"}
         Start method of the worker processes: ``fork`` where the platform has it (no
         ``if __name__ == "__main__"`` guard needed in user scripts), else ``spawn``.
@@ -408,7 +457,8 @@ class Brian2Engine(Engine):
     description: ClassVar[str] = "Brian2 (reference; runtime mode, numpy/cython code generation)"
     _fixed_mode: ClassVar[str | None] = None
     _OPTIONS: ClassVar[tuple[str, ...]] = ("mode", "codegen_target", "n_jobs", "use_schedule", "poisson_grouping",
-                                           "build_root", "keep_build", "openmp_threads", "mp_context")
+                                           "build_root", "keep_build", "openmp_threads", "mp_context",
+                                           "fast_math")
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self._OPTIONS)
@@ -449,6 +499,7 @@ class Brian2Engine(Engine):
         self.keep_build: bool = bool(options.get("keep_build", False))
         self.openmp_threads: int = threads
         self.mp_context: str = ctx
+        self.fast_math: bool = bool(options.get("fast_math", False))
 
     # ------------------------------------------------------------ contract
     @classmethod
@@ -528,6 +579,7 @@ class Brian2Engine(Engine):
             build_root=self.build_root,
             openmp_threads=self.openmp_threads,
             keep_build=self.keep_build,
+            fast_math=self.fast_math,
         )
         if self.n_jobs is not None:
             n_jobs = self.n_jobs
@@ -540,20 +592,35 @@ class Brian2Engine(Engine):
         t0 = time.perf_counter()
         parts: list[_ChunkResult] = []
         if n_jobs == 1:
-            for chunk in chunks:
-                parts.append(_run_chunk(plan, chunk))
+            done = 0
+
+            def on_trial() -> None:
+                nonlocal done
+                done += 1
                 if progress is not None:
-                    progress(sum(len(c_) for c_ in chunks[:len(parts)]), len(trials))
+                    progress(done, len(trials))
+
+            for chunk in chunks:
+                parts.append(_run_chunk(plan, chunk, on_trial))
+                if done != len(trials) and progress is not None:  # standalone: all at the end
+                    done = len(trials)
+                    progress(done, len(trials))
         else:
+            global _FORK_PLAN
             ctx = multiprocessing.get_context(self.mp_context)
-            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-                futures = [pool.submit(_run_chunk_with_setup_time, plan, chunk) for chunk in chunks]
-                done = 0
-                for fut, chunk in zip(futures, chunks):
-                    parts.append(fut.result())
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, len(trials))
+            inherit = self.mp_context == "fork"
+            _FORK_PLAN = plan if inherit else None
+            try:
+                with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+                    futures = [pool.submit(_worker, None if inherit else plan, chunk) for chunk in chunks]
+                    done = 0
+                    for fut, chunk in zip(futures, chunks):
+                        parts.append(fut.result())
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, len(trials))
+            finally:
+                _FORK_PLAN = None
         wall = time.perf_counter() - t0
         timings = {key: float(sum(p.timings.get(key, 0.0) for p in parts)) for key in ("setup_s", "build_s", "sim_s")}
         timings["wall_s"] = wall
@@ -562,7 +629,10 @@ class Brian2Engine(Engine):
                 "mode": self.mode, "codegen_target": self.codegen_target if self.mode == "runtime" else "cpp_standalone",
                 "n_jobs": n_jobs, "use_schedule": use_schedule, "poisson_grouping": self.poisson_grouping,
                 "openmp_threads": self.openmp_threads, "mp_context": self.mp_context,
+                "fast_math": self.fast_math,
             },
+            "cpp_compile_args": (cpp_compile_args(self.fast_math)
+                                 if self.mode == "standalone" or self.codegen_target == "cython" else None),
             "brian2_version": brian2.__version__,
             "codegen_target": self.codegen_target if self.mode == "runtime" else "cpp_standalone",
             "timings": timings,
@@ -578,8 +648,6 @@ class Brian2Engine(Engine):
         }
         if self.keep_build:
             meta["build_dirs"] = [p.build_dir for p in parts]
-        if progress is not None and n_jobs == 1 and not chunks:
-            progress(0, 0)
         if parts:
             trial_a = np.concatenate([p.trial for p in parts])
             idx_a = np.concatenate([p.idx for p in parts])
