@@ -219,3 +219,25 @@ def test_nothing_to_compare_is_an_error(tmp_path):
     assert run_compare_from_args(_args(["--results-dir", str(tmp_path / "none"), "--out",
                                         str(tmp_path / "x.json")])) == 1
     assert isinstance(compare_results(make([], [], []), make([], [], [])), Comparison)
+
+
+def test_fill_names_is_pure():
+    from brainfly.compare import fill_names
+
+    ref = poisson_like(5, RATES)
+    c = compare_results(ref, poisson_like(6, RATES, scale=0.5), top=3)
+    fill_names([c], {row["flywire_id"]: f"N{row['flywire_id']}" for row in c.top_deviating})
+    assert all(row["name"] == f"N{row['flywire_id']}" for row in c.top_deviating)
+
+
+@needs_v630
+@pytest.mark.skipif(not (REFERENCE_V630.parent / "flywire" / "classification_783.csv.gz").exists(),
+                    reason="../shared/data/flywire annotations not present")
+def test_paper_files_with_names_from_annotations(tmp_path):
+    out = tmp_path / "v630.json"
+    argv = ["--files", str(REFERENCE_V630 / "sugarR.parquet"), str(REFERENCE_V630 / "sugarR_100Hz.parquet"),
+            "--t_run", "1", "--out", str(out), "--no-figure", "--annotations", str(REFERENCE_V630.parent / "flywire")]
+    assert run_compare_from_args(_args(argv)) == 0
+    (c,) = json.loads(out.read_text())["comparisons"]
+    assert c["verdict"] == "DEVIATED"
+    assert sum(bool(r["name"]) for r in c["top_deviating"]) >= 10

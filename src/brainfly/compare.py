@@ -61,6 +61,7 @@ __all__ = [
     "comparison_document",
     "write_comparison_json",
     "compare_saved_runs",
+    "fill_names",
     "add_compare_arguments",
     "run_compare_from_args",
 ]
@@ -864,6 +865,10 @@ def add_compare_arguments(parser: Any) -> Any:
                         help="compare two spike files directly (e.g. the paper's own parquet output)")
     parser.add_argument("--data", default=None,
                         help="connectome (folder or dataset name) for neuron names; optional")
+    parser.add_argument("--annotations", default=None, metavar="DIR",
+                        help="folder of FlyWire annotation tables (Codex classification / consolidated cell "
+                             "types, or the supplemental annotations) for neuron names; default: the data and "
+                             "cache folders")
     parser.add_argument("--top", type=int, default=20, help="deviating neurons to list (default: %(default)s)")
     parser.add_argument("--out", default="data/ground-truth-comparison.json",
                         help="JSON output (default: %(default)s)")
@@ -896,6 +901,33 @@ def _names_from_data(data: str | None) -> Mapping[int, str] | None:
     return merged
 
 
+def _names_from_annotations(flywire_ids: Iterable[int], folder: str | None) -> dict[int, str]:
+    """Cell-type names of *flywire_ids* from annotation tables, without loading any connectivity."""
+    ids = np.unique(np.asarray(list(flywire_ids), dtype=np.int64))
+    if ids.size == 0:
+        return {}
+    try:
+        from .connectome import Connectome
+        from .connectome.lookup import attach_annotations, neuron_names
+
+        net = Connectome.from_edges(ids, [], [], [], name="names")
+        attach_annotations(net, dirs=None if folder is None else [folder])
+        return {int(k): str(v) for k, v in neuron_names(net).items()}
+    except Exception as exc:  # noqa: BLE001 - names are optional decoration
+        log.debug("no neuron names from annotations: %s", exc)
+        return {}
+
+
+def fill_names(comparisons: Iterable[Comparison], names: Mapping[int, str]) -> None:
+    """Fill empty ``name`` fields of top deviating neurons and first divergences from *names*."""
+    for c in comparisons:
+        for row in c.top_deviating:
+            if not row.get("name"):
+                row["name"] = _name_of(names, row["flywire_id"])
+        if c.first_divergence and not c.first_divergence.get("name"):
+            c.first_divergence["name"] = _name_of(names, c.first_divergence["flywire_id"])
+
+
 def run_compare_from_args(args: Any) -> int:
     """Run ``brainfly compare`` from parsed arguments; returns the exit status.
 
@@ -925,6 +957,10 @@ def run_compare_from_args(args: Any) -> int:
         comparisons, missing, loaded = compare_saved_runs(
             args.results_dir, experiment=args.experiment, t_runs=args.t_run, n_runs=args.n_run,
             engines=args.engines, reference=args.reference, names=names, top=args.top)
+    wanted = {row["flywire_id"] for c in comparisons for row in c.top_deviating if not row.get("name")}
+    wanted |= {c.first_divergence["flywire_id"] for c in comparisons if c.first_divergence}
+    if wanted:
+        fill_names(comparisons, _names_from_annotations(wanted, getattr(args, "annotations", None)))
     for c in comparisons:
         print(c.summary())
     for m in missing:
