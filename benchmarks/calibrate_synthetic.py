@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--olfactory", action="store_true",
                     help="stimulate the generator's 'olfactory' inputs of the recurrent core")
     ap.add_argument("--engine", default=None, help="also run a package engine (event, torch, brian2)")
+    ap.add_argument("--engine-only", action="store_true", help="skip the private loop, run --engine only")
     args = ap.parse_args()
 
     params = SyntheticParams(**_parse_sets(args.set)) if args.set else None
@@ -137,7 +138,7 @@ def main() -> None:
     t_stim = mp.n_steps(args.t_stim) if args.t_stim is not None else n_steps
     mn9 = net.idx_of(named["MN9"])
     spikes, actives, mn9_hz, after = [], [], [], []
-    for trial in range(args.trials):
+    for trial in range(0 if args.engine_only else args.trials):
         t1 = time.perf_counter()
         idx, step = simulate(net, stim, args.rate, n_steps, t_stim, seed=1000 + trial)
         spikes.append(idx.size / args.t_run)
@@ -161,9 +162,10 @@ def main() -> None:
         print(f"trial {trial}: {idx.size} spikes, {actives[-1]} active, MN9 {mn9_hz[-1]:.0f} Hz, "
               f"after stimulus {after[-1]} spikes; per 100 ms {per_100ms.tolist()} "
               f"({time.perf_counter() - t1:.1f} s)")
-    print(f"{label} @ {args.rate:g} Hz, {args.trials} x {args.t_run:g} s (private numpy loop): "
-          f"spikes/trial-s {np.mean(spikes):.0f}, active/trial-s {np.mean(actives):.0f}, "
-          f"MN9 {np.mean(mn9_hz):.0f} Hz, spikes after stimulus {np.mean(after):.0f}")
+    if spikes:
+        print(f"{label} @ {args.rate:g} Hz, {args.trials} x {args.t_run:g} s (private numpy loop): "
+              f"spikes/trial-s {np.mean(spikes):.0f}, active/trial-s {np.mean(actives):.0f}, "
+              f"MN9 {np.mean(mn9_hz):.0f} Hz, spikes after stimulus {np.mean(after):.0f}")
     if args.engine:
         from brainfly.engines import get_engine
         from brainfly.experiment import Experiment, StimulusSet
@@ -179,7 +181,7 @@ def main() -> None:
         res = eng.run(net, exp)
         act = [np.unique(res.idx[res.trial == k]).size for k in range(args.trials)]
         mn9_sp = np.isin(res.idx, mn9[:1]).sum() / args.trials / args.t_run
-        print(f"engine {args.engine}: spikes/trial-s {res.n_spikes / args.trials / args.t_run:.0f}, "
+        print(f"{label} @ {args.rate:g} Hz, {args.trials} x {args.t_run:g} s, engine {args.engine}: spikes/trial-s {res.n_spikes / args.trials / args.t_run:.0f}, "
               f"active/trial-s {np.mean(act):.0f}, MN9 {mn9_sp:.0f} Hz ({time.perf_counter() - t1:.1f} s)")
 
 

@@ -25,7 +25,7 @@ from brainfly.connectome.synthetic import (
 from brainfly.errors import ValidationError
 from brainfly.experiment import SUGAR_GRNS_783, builtin_experiment
 
-REAL_LIST = Path("/work/shared/data/flywire/Completeness_783.csv")
+REAL_LIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "flywire" / "Completeness_783.csv"
 COLUMNS = ["Presynaptic_ID", "Postsynaptic_ID", "Presynaptic_Index", "Postsynaptic_Index",
            "Connectivity", "Excitatory", "Excitatory x Connectivity"]
 
@@ -125,6 +125,16 @@ def test_sugar_pathway_reaches_mn9(small):
     pre, post, w = small.pre_idx, small.post_idx, small.weight
     assert np.any(np.isin(pre, list(grn)) & np.isin(post, pw[0]) & (w >= 3))
     assert np.any(np.isin(pre, pw[-1]) & np.isin(post, mn9) & (w > 0))
+
+
+def test_core_and_olfactory_inputs_excite(medium):
+    pw = medium.meta["pathways"]
+    assert len(pw["core_idx"]) >= 2 and len(pw["olfactory_idx"]) >= 2
+    pre, post, w = medium.pre_idx, medium.post_idx, medium.weight
+    from_olf = np.isin(pre, pw["olfactory_idx"])
+    assert np.all(w[from_olf] > 0)
+    assert np.any(from_olf & np.isin(post, pw["core_idx"]))
+    assert np.all(w[np.isin(pre, pw["core_idx"])] > 0)
 
 
 def test_degree_and_weight_statistics(medium):

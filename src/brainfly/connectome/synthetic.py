@@ -25,15 +25,27 @@ Structure (all vectorized numpy, deterministic by seed):
    its presynaptic neuron's (Dale's law); about a third of the connections are inhibitory
    (GABA/Glu in FlyWire), the rest excitatory (ACh and others), as in v783.
 2. **Embedded sensorimotor pathways**: the 21 sugar GRNs project with strong,
-   multi-synapse connections onto a cascade of a few hundred neurons (layers of
-   excitatory and inhibitory neurons with some recurrence) that ends on the motor neuron
-   MN9; the P9 pair drives a small cascade of its own onto the same premotor layer.
-   A random background alone either stays silent or explodes; the pathway gives the sugar
-   experiment activity of the real brain's order while the background stays quiet.
+   multi-synapse connections onto a cascade of about 150 neurons in five layers
+   (excitatory with 15 % inhibitory neurons, some recurrence within layers) that ends on
+   the motor neuron MN9; the GRNs also reach the deeper layers directly, which anchors
+   every layer's rate to the stimulus (a pure chain of equal layers is bistable and, seed
+   to seed, either fades out or saturates). The P9 pair drives a small cascade of its own
+   onto the same premotor layer. Every pathway neuron is also part of the background, so
+   the activity spreads into a few hundred other neurons and stops there.
+3. **A recurrent excitatory core** of 2,000 neurons (25 core inputs each, median 12
+   synapses) fed by 2,000 "olfactory" input neurons. It stays silent in the sugar
+   experiment, but a strong broad stimulus ignites it into a self-sustaining state, as
+   olfactory receptor neurons do in the real model (v783: about 450k spikes/s). To see
+   it, stimulate the inputs listed in ``connectome.meta["pathways"]["olfactory_idx"]``
+   (model indices; their FlyWire IDs are ``connectome.flywire_ids[...]``) at 100 Hz for
+   0.2 s: the activity goes on after the stimulus ends (see :data:`CALIBRATION`).
 
-The pathway strengths and the background's synapse-count tail were calibrated with
-``benchmarks/calibrate_synthetic.py`` (sugar GRNs at 200 Hz, 1 s trials; see that
-script and :data:`CALIBRATION` for the figures measured).
+A random background alone either stays silent or explodes; the pathways give the sugar
+experiment activity of the real brain's order while the background stays quiet.
+
+The knobs (:class:`SyntheticParams`) were calibrated with
+``benchmarks/calibrate_synthetic.py`` (sugar GRNs at 200 Hz, 1 s trials); the figures
+measured are in :data:`CALIBRATION`.
 
 Neuron IDs: when the v783 neuron list (``Completeness_783.csv`` or
 ``2025_Completeness_783.csv``) is at hand, its real IDs are reused in its order;
@@ -46,7 +58,7 @@ Units: synapse counts are integers (multiply by ``w_syn`` for volts); no times h
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 import hashlib
 import json
 import logging
@@ -101,7 +113,22 @@ V783_FIGURES = {
 #: Activity of the sugar experiment (21 sugar GRNs at 200 Hz, 1 s trials) on the
 #: full-size synthetic connectome, as measured by ``benchmarks/calibrate_synthetic.py``,
 #: next to the real v783 figures (Brian2: 16.4-17.0k spikes, 373-396 active neurons).
-CALIBRATION: dict[str, Any] = {}
+CALIBRATION: dict[str, Any] = {
+    "experiment": "21 sugar GRNs at 200 Hz, 1 s trials (built-in 'sugar')",
+    "real_v783_brian2": {"spikes_per_trial_s": "16.4k-17.0k", "active_per_trial_s": "373-396",
+                         "mn9_hz": "about 93 (v630)"},
+    "event_engine_5_trials": {
+        "seed0": {"spikes_per_trial_s": 16687, "active_per_trial_s": 358, "mn9_hz": 85},
+        "seed1": {"spikes_per_trial_s": 15022, "active_per_trial_s": 353, "mn9_hz": 70},
+        "seed2": {"spikes_per_trial_s": 16135, "active_per_trial_s": 417, "mn9_hz": 81},
+    },
+    "private_loop_seed0_3_trials": {"spikes_per_trial_s": 17018, "active_per_trial_s": 360, "mn9_hz": 87},
+    "sugar_runaway": "none: activity stops within 10 ms of the stimulus' end; the core stays silent",
+    "olfactory_inputs_100hz_0.2s_seed0": {
+        "spikes_per_s_during": "about 700k-870k", "spikes_per_s_after_stimulus": "about 380k, sustained",
+        "active_neurons": 16341,
+    },
+}
 
 _NEURON_LIST_NAMES = ("Completeness_783.csv", "2025_Completeness_783.csv")
 _ID_LOW = 720_575_940_500_000_000  # synthetic IDs are drawn in FlyWire's range
@@ -190,7 +217,7 @@ class SyntheticParams:
     pathway_inhibitory: float = 0.15
     pathway_sigma: float = 0.5
     p9_layers: tuple[int, ...] = (20, 20)
-    p9_synapses: float = 20.0
+    p9_synapses: float = 30.0
     core_size: int = 2000
     core_fan_in: int = 25
     core_synapses: float = 12.0
