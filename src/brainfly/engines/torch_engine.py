@@ -12,33 +12,51 @@ rebuilt weight matrix; ``silence_mode="both"`` adds a per-row mask on the incomi
 ones) and input. So a batch may mix trials of different experiments
 (:meth:`TorchEngine.run_batch`): a screen of 100 silencing conditions is one pass.
 
-Step loop: blocks of ``delay_steps`` (18) steps, one host synchronisation per block
-----------------------------------------------------------------------------------
+Step loop: blocks of ``delay_steps`` (18) steps
+----------------------------------------------
 A spike in step ``s`` reaches ``g`` in step ``s + D`` (``D = delay_steps``). So the
 spikes of one block of ``K = D`` steps are needed, at the earliest, in the first step
-of the *next* block. The loop exploits that window:
+of the *next* block: the delay is a window in which the spikes of a whole block can be
+gathered at once. Each block:
 
-1. Run ``K`` steps on the device with static shapes and no host synchronisation: the
-   state update, threshold, delivery of the increments of this block, Poisson kicks,
-   reset. Each step writes its spike mask into ``spk_buf[k]`` (bool ``(K, B, N)``).
-   On CUDA these ``K`` steps are captured once in a CUDA graph and replayed
-   (``cuda_graph=True``), optionally after ``torch.compile`` fuses one step into a
-   single kernel (``compile=True``).
-2. Once per block: ``nonzero`` over ``spk_buf`` gives the spikes ``(k, row, neuron)``
-   (the one synchronisation; the same list is the recorded output, flushed to the host
-   in chunks). The outgoing CSR rows of exactly these neurons are gathered
-   (``repeat_interleave`` over the row lengths: work proportional to the synapses of
-   the neurons that spiked, never to all ``nnz``); events of silenced neurons are sent
-   to an empty dummy row. They land at ``step + D``, i.e. in slot ``k`` of the next
-   block.
+1. **Gather** the spikes of the previous block, ``spk_buf`` (bool ``(K, B, N)``): compact
+   them to flat indices ``(k, row, neuron)`` (this list is also the recorded output,
+   copied to the host in chunks), look up the CSR rows of exactly these neurons and
+   expand them (work proportional to the synapses of the neurons that spiked, never to
+   all ``nnz``, never a sparse-matrix product over all neurons). Events of silenced
+   neurons go to an empty dummy row. The events land at ``step + D``, i.e. in slot
+   ``k`` of *this* block.
+2. **Run** ``K`` steps with static shapes: state update, threshold, delivery, kicks,
+   reset; step ``k`` writes its spike mask into ``spk_buf[k]``.
+
+Two ways to run this loop:
+
+sync-free (``sync_free=True``, the default on CUDA)
+    The gather has fixed shapes: at most ``spike_capacity`` spikes per block
+    (``torch.nonzero_static``, or a cumulative-sum scatter where that is missing) and
+    ``synapse_capacity`` synaptic events (``searchsorted`` over the cumulative row
+    lengths; padding goes to a dummy slot with weight 0). Gather + ``K`` steps are
+    captured once in a CUDA graph (``cuda_graph=True``) and replayed block after block
+    with no host synchronisation at all; the host synchronises once per chunk of
+    ``chunk_steps`` steps to fetch the spikes and an overflow flag. If a capacity was
+    exceeded, the batch is rerun from the start with 4x that capacity (recorded in
+    ``meta['capacity_restarts']``; the capacities are chosen so that this is rare).
+    ``torch.compile`` fuses one step into one elementwise kernel plus a small kick
+    kernel (``compile``, default on CUDA in float32; a failure falls back to eager
+    kernels, logged and recorded).
+synced (``sync_free=False``, the default on CPU)
+    ``nonzero`` over ``spk_buf`` and ``repeat_interleave`` over the row lengths, with
+    exact sizes: one or two host synchronisations per block of 18 steps (free on the
+    CPU). On CUDA the ``K`` steps of a block can still be a CUDA graph.
 
 Delivery of the gathered events, two modes:
 
 ``"dense"`` (default on CUDA and in float32)
     The events are summed with ``index_add_`` into an increment buffer ``inc`` of
-    shape ``(K, B, N)`` indexed by step within the block (a ring of one block: it is
-    refilled for the next block after it was consumed, never rolled); step ``k`` adds
-    ``inc[k]`` to ``g``. Static shapes, so the block can be captured in a CUDA graph.
+    shape ``(K, B, N)`` indexed by step within the block (a ring of one block: the
+    entries set by the previous gather are cleared and it is refilled for the next
+    block, never rolled); step ``k`` adds ``inc[k]`` to ``g``. Static shapes, so the
+    block can be captured in a CUDA graph.
     Floating point: ``g + (w1 + w2)`` instead of Brian2's ``(g + w1) + w2`` when a
     neuron gets several inputs in one step (and atomics on CUDA), so last-bit
     differences are possible.
@@ -600,12 +618,15 @@ class _BatchRunner:
             gn = torch.where(nr, gd * g, g)
             spk = (vn > vth) & nr
             gn = gn + torch.where(nr, inc_k, 0.0)
-            if has_kicks:
-                vn = vn.index_add(1, act, kick_k)
+            # one elementwise kernel over (B, N) ...
             v.copy_(torch.where(spk, vrst, vn))
             g.copy_(torch.where(spk, 0.0, gn))
             cnt.copy_(torch.where(spk, rfc_set, (cnt - 1).clamp_min(0)))
             spk_k.copy_(spk)
+            if has_kicks:
+                # ... and a small one over (B, A): the kick lands before the reset, so a
+                # neuron that spiked keeps v_rst; the others get v + kick (same rounding)
+                v.index_add_(1, act, torch.where(spk[:, act], 0.0, kick_k))
 
         compiled = torch.compile(step, dynamic=False, fullgraph=True)
         # compile now, on scratch copies of the state (same shapes, dtypes, alignment)
@@ -901,6 +922,12 @@ class _BatchRunner:
         self._graph = None
         if eng.cuda_graph and self.dev.type == "cuda" and n_full > 0:
             self._graph = self._capture(self._block_sync_free)
+            if self._graph is None and self._nonzero_static:
+                # nonzero_static may not be capturable on this build: compact by cumsum instead
+                log.warning("torch engine: retrying the CUDA graph capture without nonzero_static")
+                self._nonzero_static = False
+                self.info["nonzero_static"] = False
+                self._graph = self._capture(self._block_sync_free)
         self._reset_state()
         info["capture_s"] = round(time.perf_counter() - t0, 4)
         t_loop = time.perf_counter()
