@@ -106,6 +106,16 @@ def test_registered_available_and_options():
         get_engine("brian2-standalone", mode="runtime")
     with pytest.raises(ValidationError, match="n_jobs"):
         get_engine("brian2", n_jobs=0)
+    assert Brian2StandaloneEngine.is_available() == (True, "")  # compiles a C++ test program
+
+
+def test_unavailable_brian2_is_a_clear_error(monkeypatch):
+    from brainfly.engines import brian2_engine
+    from brainfly.errors import EngineUnavailable
+
+    monkeypatch.setattr(brian2_engine, "_brian2_importable", lambda: (False, "brian2 cannot be imported (test)"))
+    with pytest.raises(EngineUnavailable, match="'brian2'.*brian2 cannot be imported"):
+        get_engine("brian2").run(tiny(), tiny_experiment())
 
 
 def test_trial_seed_depends_on_seed_and_trial_only():
@@ -255,6 +265,7 @@ def test_standalone_equals_runtime(tmp_path):
     runtime = get_engine("brian2", n_jobs=1).run(net, exp)
     standalone = get_engine("brian2-standalone", build_root=str(tmp_path)).run(net, exp)
     assert standalone.meta["codegen_target"] == "cpp_standalone"
+    assert "-ffp-contract=off" in standalone.meta["cpp_compile_args"]
     assert standalone.meta["timings"]["build_s"] > 0
     assert runtime.n_spikes > 20
     for k in (0, 1):
