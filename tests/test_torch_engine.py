@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from brainfly.connectome import Connectome  # noqa: E402
-from brainfly.engines.base import engine_names, get_engine, prepare  # noqa: E402
+from brainfly.engines.base import engine_names, get_engine  # noqa: E402
 from brainfly.errors import EngineUnavailable, UnsupportedFeature, ValidationError  # noqa: E402
 from brainfly.experiment import Experiment, StimulusSet  # noqa: E402
 from brainfly.testing.networks import FLYWIRE_BASE, STRONG, case_names, get_case, random_network  # noqa: E402
@@ -99,8 +99,12 @@ def test_bad_options_are_refused(opts, match):
 @pytest.mark.skipif(CUDA, reason="CUDA is available here")
 def test_cuda_without_gpu_is_unavailable(tmp_path):
     case, exp = _case_experiment("chain", tmp_path)
+    eng = get_engine("torch", device="cuda")
+    ok, reason = eng.is_available()
+    assert not ok and "CUDA is not available" in reason
+    assert type(eng).is_available() == (True, "")  # the class only needs torch
     with pytest.raises(EngineUnavailable, match="CUDA is not available"):
-        get_engine("torch", device="cuda").run(case.connectome, exp)
+        eng.run(case.connectome, exp)
 
 
 def test_device_kicks_cannot_replay_a_schedule(tmp_path):

@@ -87,7 +87,6 @@ where the reset wipes them anyway).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -112,6 +111,21 @@ def _torch() -> Any:
     import torch
 
     return torch
+
+
+class _class_or_instance_method:  # noqa: N801 - used as a decorator
+    """Descriptor: the function gets the class and the instance (None when called on the class)."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, cls: type) -> Callable[[], Any]:
+        def bound() -> Any:
+            return self.func(cls, obj)
+
+        bound.__doc__ = self.func.__doc__
+        return bound
 
 
 @dataclass
@@ -246,26 +260,32 @@ class TorchEngine(Engine):
         self.exact = (on_cpu and self.dtype == "float64" and delivery == "sequential" and kicks == "schedule")
 
     # ------------------------------------------------------------------ contract
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        """(True, "") if torch imports; CUDA is checked when a CUDA device is asked for."""
+    @_class_or_instance_method
+    def is_available(cls, self: "TorchEngine | None" = None) -> tuple[bool, str]:
+        """(True, "") if torch imports, else (False, reason); probes by trying.
+
+        Called on the class (``TorchEngine.is_available()``) it checks PyTorch; called on
+        an engine configured for a GPU (``get_engine("torch", device="cuda")``) it also
+        checks that CUDA and that device are usable.
+        """
         try:
-            import torch  # noqa: F401
+            import torch
         except Exception as exc:  # noqa: BLE001 - any import failure means unavailable
             return False, f"PyTorch cannot be imported ({exc}); install it with `pip install torch`"
+        if self is not None and self.device != "cpu":
+            if not torch.cuda.is_available():
+                return False, (f"device {self.device!r} asked for, but CUDA is not available (torch "
+                               f"{torch.__version__}, built with CUDA {torch.version.cuda}); use device='cpu'")
+            index = torch.device(self.device).index
+            if index is not None and index >= torch.cuda.device_count():
+                return False, (f"device {self.device!r} asked for, but only {torch.cuda.device_count()} "
+                               "CUDA device(s) are visible")
         return True, ""
 
     def _check_device(self) -> None:
         ok, reason = self.is_available()
         if not ok:
             raise EngineUnavailable(f"engine 'torch' cannot run here: {reason}")
-        if self.device != "cpu":
-            torch = _torch()
-            if not torch.cuda.is_available():
-                raise EngineUnavailable(
-                    f"engine 'torch': device {self.device!r} asked for, but CUDA is not available "
-                    f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use device='cpu'"
-                )
 
     def validate(self, sim: SimulationInput) -> None:
         """Refuse what this configuration cannot do (before any work).
@@ -356,6 +376,13 @@ class TorchEngine(Engine):
             torch.set_num_threads(int(self.threads))
         t_start = time.perf_counter()
         rows = [_Row(c, t) for c, tl in enumerate(trial_lists) for t in tl]
+        if self.device != "cpu":  # streams and graphs on the asked-for GPU, not the current one
+            with torch.cuda.device(torch.device(self.device)):
+                return self._simulate_rows(torch, sims, trial_lists, rows, progress, t_start)
+        return self._simulate_rows(torch, sims, trial_lists, rows, progress, t_start)
+
+    def _simulate_rows(self, torch: Any, sims: list[SimulationInput], trial_lists: list[list[int]],
+                       rows: list[_Row], progress: ProgressCallback | None, t_start: float) -> list[SpikeResult]:
         net = _DeviceNetwork(sims[0], self.device, self.dtype)
         out: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in sims]
         info: dict[str, Any] = {}
