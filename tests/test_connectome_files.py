@@ -261,3 +261,44 @@ def test_full_size_load_is_vectorized(tmp_path, connectome_files):
     second = time.perf_counter() - t0
     assert net.n_connections == m and again.meta["cache"] == "hit"
     assert second < 1.0, f"cached load took {second:.2f} s (first {first:.2f} s)"
+
+
+# ------------------------------------------------------------------ the synthetic dataset
+@pytest.fixture
+def fake_generator(monkeypatch, connectome_files):
+    """Replace the (slow, full-size) generator by one writing tiny files in its format."""
+    import brainfly.connectome.synthetic as synthetic
+
+    calls = []
+
+    def ensure_synthetic(cache_dir, *, seed=0, progress=True, **kwargs):
+        folder = Path(cache_dir) / f"synthetic-test-seed{seed}"
+        calls.append(seed)
+        if not (folder / "SYNTHETIC").exists():
+            connectome_files(folder, comp_name="Completeness_synthetic.csv", conn_name="Connectivity_synthetic.parquet")
+            (folder / "synthetic.json").write_text(f'{{"synthetic": true, "name": "synthetic-test-seed{seed}", "seed": {seed}}}')
+            (folder / "SYNTHETIC").touch()
+        return folder
+
+    monkeypatch.setattr(synthetic, "ensure_synthetic", ensure_synthetic)
+    return calls
+
+
+def test_synthetic_dataset_name(fake_generator, tmp_path):
+    net = load_connectome("synthetic", progress=False)
+    assert net.synthetic and net.name == "synthetic-test-seed0" and net.n_connections == 4
+    assert Path(net.meta["source_dir"]).parent == tmp_path / "cache"
+    assert load_connectome("synthetic-3", progress=False).meta["seed"] == 3
+    assert fake_generator == [0, 3]
+    assert load_connectome("synthetic", progress=False).meta["cache"] == "hit"
+
+
+def test_no_data_anywhere_falls_back_to_synthetic_and_says_so(fake_generator, monkeypatch):
+    from brainfly.connectome import best_available_dataset
+    from brainfly.connectome import download as dl
+
+    monkeypatch.setenv("BRAINFLY_DATA_URL", "http://127.0.0.1:9/")
+    monkeypatch.setattr(dl, "_REACHABLE", {})
+    assert best_available_dataset() == "synthetic"
+    net = load_connectome(progress=False)
+    assert net.synthetic and "synthetic" in net.meta["choice"]
