@@ -78,6 +78,13 @@ class CrashEngine(_Base):
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
+class OomEngine(_Base):
+    name: ClassVar[str] = "test-oom"
+
+    def simulate(self, sim, trials, progress=None):
+        os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+
+
 class RaiseEngine(_Base):
     name: ClassVar[str] = "test-raise"
 
@@ -110,7 +117,7 @@ class NoDeviceEngine(_Base):
         raise EngineUnavailable("CUDA device requested but none is visible")
 
 
-_TEST_ENGINES = (QuickEngine, UntimedEngine, LoopTimedEngine, CrashEngine, RaiseEngine, HangEngine, MissingEngine,
+_TEST_ENGINES = (QuickEngine, UntimedEngine, LoopTimedEngine, CrashEngine, OomEngine, RaiseEngine, HangEngine, MissingEngine,
                  NoDeviceEngine)
 
 
@@ -205,12 +212,12 @@ def test_upsert_replaces_same_key_and_keeps_others(tmp_path):
 def test_grid_survives_crash_hang_failure_and_reports_skips(tiny, tmp_path):
     net, exp = tiny
     cfg = config(tmp_path, exp, ["test-quick", "test-crash", "test-raise", "test-hang", "test-missing",
-                                 "test-nodevice", "nest-imaginary"], n_runs=(1, 2), timeout=3.0)
+                                 "test-nodevice", "nest-imaginary", "test-oom"], n_runs=(1, 2), timeout=3.0)
     t0 = time.perf_counter()
     rows = run_bench(cfg, net)
     elapsed = time.perf_counter() - t0
     status = {(r["engine"], r["n_run"]): r for r in rows}
-    assert len(rows) == 14
+    assert len(rows) == 16
     ok = status[("test-quick", 1)]
     assert ok["status"] == "ok" and ok["sim_s"] == 0.25 and ok["setup_s"] == 0.01 and ok["build_s"] == 0.02
     assert ok["timings_source"] == "engine" and ok["realtime_ratio"] == pytest.approx(0.01 / 0.25)
@@ -222,13 +229,15 @@ def test_grid_survives_crash_hang_failure_and_reports_skips(tiny, tmp_path):
     assert hang["status"] == "timeout" and hang["wall_s"] < 15
     # the larger point of a timed-out engine is skipped, not run
     assert status[("test-hang", 2)]["status"] == "skipped" and "timed out" in status[("test-hang", 2)]["reason"]
+    assert status[("test-oom", 1)]["status"] == "crashed" and "SIGKILL" in status[("test-oom", 1)]["reason"]
+    assert status[("test-oom", 2)]["status"] == "skipped" and "out of memory" in status[("test-oom", 2)]["reason"]
     for label, words in (("test-missing", "no such GPU"), ("test-nodevice", "CUDA device"),
                          ("nest-imaginary", "not registered")):
         for n in (1, 2):
             assert status[(label, n)]["status"] == "skipped" and words in status[(label, n)]["reason"]
     assert elapsed < 40
     rows_csv = read_csv(cfg.csv_path)
-    assert len(rows_csv) == 14 and {r["status"] for r in rows_csv} == {"ok", "crashed", "failed", "timeout",
+    assert len(rows_csv) == 16 and {r["status"] for r in rows_csv} == {"ok", "crashed", "failed", "timeout",
                                                                          "skipped"}
     log_text = cfg.log_file.read_text()
     assert "test-hang t=0.01s n=1: timeout" in log_text and "not registered" in log_text
@@ -260,7 +269,14 @@ def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
     cfg2.progress = True
     run_bench(cfg2, net, console=buf)
     assert "ETA" in buf.file.getvalue() and "1/1 points" in buf.file.getvalue()
-    assert len(read_csv(cfg.csv_path)) == 6
+    # --resume keeps measured points (their rows untouched) and runs the others
+    before = {(r["engine"], r["t_run"]): r["timestamp"] for r in read_csv(cfg.csv_path)}
+    cfg3 = config(tmp_path, exp, ["test-quick", "test-untimed"], t_runs=(0.01, 0.03), n_runs=(2,), resume=True)
+    rows3 = run_bench(cfg3, net)
+    assert [r["status"] for r in rows3] == ["ok"] * 4
+    after = {(r["engine"], r["t_run"]): r["timestamp"] for r in read_csv(cfg.csv_path)}
+    assert all(after[k] == v for k, v in before.items()) and len(after) == 8
+    assert "already measured" in cfg3.log_file.read_text()
 
 
 _SIGTERM_SCRIPT = r'''

@@ -59,6 +59,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--no-plot", action="store_true", help="do not draw the results plot")
     parser.add_argument("--start-method", choices=("fork", "spawn", "forkserver"), default=None,
                         help="how workers start (default: fork where available)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the points the CSV already has with status ok (and their spikes)")
     parser.add_argument("--dry-run", action="store_true", help="print the grid and exit")
     return parser
 
@@ -102,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         log_file=None if args.no_log_file else Path(args.log_file),
         timeout_s=float(args.timeout), save_spikes=not args.no_save_spikes,
         progress=not args.no_progress, plot=not args.no_plot, start_method=args.start_method,
-        data=args.data,
+        data=args.data, resume=bool(getattr(args, "resume", False)),
     )
 
 

@@ -12,8 +12,9 @@ Times are seconds from :func:`time.perf_counter`. ``realtime_ratio`` = simulated
 
 Rules that save time on a large grid: an engine that cannot run here (not registered, not
 available, unsupported experiment) is skipped for all its points once it said so; after a
-point times out, the points of that engine that are at least as long and have at least as
-many trials are skipped (they would time out too).
+point times out (or is killed by SIGKILL, as the out-of-memory killer does), the points of
+that engine that are at least as long and have at least as many trials are skipped (they
+would fail too). ``--resume`` keeps the points already measured.
 """
 
 from __future__ import annotations
@@ -340,6 +341,11 @@ class BenchConfig:
     save_spikes, progress, plot : bool
     start_method : str or None
         ``fork`` (default where available) or ``spawn``.
+    data : str or None
+        ``--data`` (folder or dataset name) when no connectome is handed to :func:`run_bench`.
+    resume : bool
+        Keep points the CSV already has with status ``ok`` (and their spike file) instead
+        of running them again.
     """
 
     targets: list[BenchTarget]
@@ -355,6 +361,7 @@ class BenchConfig:
     plot: bool = True
     start_method: str | None = None
     data: str | None = None
+    resume: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -516,7 +523,12 @@ def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any,
         if resolved[t.label] is None:
             skip_target[t.label] = (f"not registered: no engine named {' or '.join(repr(e) for e in t.engines)} "
                                     f"(registered: {sorted(registered)})")
-    timed_out: dict[str, list[GridPoint]] = {}
+    too_large: dict[str, list[tuple[GridPoint, str]]] = {}
+    done_before: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    if config.resume:
+        rows_before, _ = _read_rows(Path(config.csv_path))
+        done_before = {_key_of(r): dict(r) for r in rows_before if r.get("status") == "ok"
+                       and (not config.save_spikes or (r.get("spikes_file") and Path(r["spikes_file"]).exists()))}
     eta = _Eta(points)
     rows: list[dict[str, Any]] = []
 
@@ -538,11 +550,19 @@ def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any,
             progress.refresh()
             reason = skip_target.get(label)
             if reason is None:
-                for small in timed_out.get(label, []):
+                for small, why in too_large.get(label, []):
                     if point.t_run >= small.t_run and point.n_run >= small.n_run:
-                        reason = (f"skipped: the point t={format_t_run(small.t_run)}s n={small.n_run} timed out "
-                                  f"(limit {config.timeout_s:g} s); this one is at least as large")
+                        reason = (f"skipped: the point t={format_t_run(small.t_run)}s n={small.n_run} {why}; "
+                                  "this one is at least as large")
                         break
+            key = (label, exp.name, str(point.n_run), format_t_run(point.t_run))
+            if reason is None and key in done_before:
+                rows.append(done_before[key])
+                log.info("%s: already measured (--resume), kept", point.describe())
+                eta.drop(point)
+                progress.update(task_id, advance=point.weight, done=k + 1, eta=_fmt_seconds(eta.seconds_left()))
+                progress.refresh()
+                continue
             if reason is not None:
                 row = {"status": "skipped", "reason": reason, "wall_s": 0.0}
                 eta.drop(point)
@@ -552,7 +572,9 @@ def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any,
                 if row["status"] == "skipped":
                     skip_target[label] = row["reason"]
                 elif row["status"] == "timeout":
-                    timed_out.setdefault(label, []).append(point)
+                    too_large.setdefault(label, []).append((point, f"timed out (limit {config.timeout_s:g} s)"))
+                elif row["status"] == "crashed" and "SIGKILL" in row.get("reason", ""):
+                    too_large.setdefault(label, []).append((point, "was killed (SIGKILL: out of memory?)"))
             full = _full_row(config, point, resolved[label], exp, connectome, hw, load_s, row)
             upsert_row(config.csv_path, full)
             rows.append(full)
