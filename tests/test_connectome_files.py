@@ -302,3 +302,17 @@ def test_no_data_anywhere_falls_back_to_synthetic_and_says_so(fake_generator, mo
     assert best_available_dataset() == "synthetic"
     net = load_connectome(progress=False)
     assert net.synthetic and "synthetic" in net.meta["choice"]
+
+
+def test_folder_manifest_digest_is_checked(tmp_path, connectome_files):
+    import json
+
+    comp, conn = connectome_files(tmp_path)
+    manifest = {"synthetic": True, "files": {conn.name: {"sha256": sha256_file(conn)}}}
+    (tmp_path / "synthetic.json").write_text(json.dumps(manifest))
+    net = load_folder(tmp_path, progress=False)
+    assert net.meta["files"]["connectivity"]["checksum"] == "matches folder manifest"
+    manifest["files"][conn.name]["sha256"] = "0" * 64
+    (tmp_path / "synthetic.json").write_text(json.dumps(manifest))
+    with pytest.raises(ChecksumError, match="recorded next to it"):
+        load_folder(tmp_path, progress=False)

@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from ..errors import DataError, DataNotFoundError, DownloadError, suggest
+from ..errors import ChecksumError, DataError, DataNotFoundError, DownloadError, suggest
 from .cache import cache_dir, csr_key, downloads_dir, file_sha256, load_csr, save_csr
 from .download import REMOTE_DATASETS, download_dataset, is_downloadable, manual_download_hint
 from .files import SourceFiles, check_pinned, find_source_files, read_connectivity, read_neuron_list
@@ -206,7 +206,7 @@ def _load_synthetic(seed: int, *, progress: bool, annotations: bool) -> Connecto
     except ImportError as exc:  # pragma: no cover - the generator ships with the package
         raise DataNotFoundError(f"dataset synthetic: the generator is not available ({exc})") from None
     folder = Path(ensure_synthetic(cache_dir(), seed=seed, progress=progress))
-    net = load_folder(folder, progress=progress, verify_checksums=False, annotations=annotations, synthetic=True)
+    net = load_folder(folder, progress=progress, annotations=annotations, synthetic=True)
     net.meta.setdefault("seed", seed)
     return net
 
@@ -283,6 +283,8 @@ def load_folder(
     """
     folder = Path(folder).expanduser()
     src = find_source_files(folder, version)
+    folder_meta = _folder_meta(folder)
+    manifest = folder_meta.get("files") if isinstance(folder_meta.get("files"), dict) else {}
     info: dict[str, Any] = {}
     digests = []
     for kind, path in (("completeness", src.completeness), ("connectivity", src.connectivity)):
@@ -291,6 +293,14 @@ def load_folder(
         except OSError as exc:
             raise DataError(f"connectome file {path}: cannot be read ({exc})") from None
         status = check_pinned(path, sha, size) if verify_checksums else "not checked"
+        recorded = manifest.get(path.name) if isinstance(manifest.get(path.name), dict) else None
+        if status == "unpinned" and recorded and recorded.get("sha256"):
+            # the folder's own manifest (e.g. the generator's synthetic.json) states the digest
+            if recorded["sha256"] != sha:
+                raise ChecksumError(f"connectome file {path}: SHA-256 {sha} differs from the digest recorded "
+                                    f"next to it ({recorded['sha256']}); the file was changed or damaged: "
+                                    f"delete the folder {folder} to have it made again")
+            status = "matches folder manifest"
         if status == "unpinned":
             log.info("%s has no published digest: accepted on its content checks", path)
         info[kind] = {"path": str(path), "sha256": sha, "size": size, "checksum": status}
@@ -310,7 +320,6 @@ def load_folder(
         arrays = {"flywire_ids": ids, "indptr": indptr, "post_idx": post_idx, "weight": weight}
         save_csr(key, arrays, {"files": info, "version": src.version})
         cache_state = "miss"
-    folder_meta = _folder_meta(folder)
     if synthetic is None:
         synthetic = (folder / "SYNTHETIC").exists() or bool(folder_meta.get("synthetic", False))
     verified = all(v["checksum"] == "verified" for v in info.values())
