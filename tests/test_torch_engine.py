@@ -220,8 +220,9 @@ def test_metadata_and_progress(tmp_path):
 
 def test_subset_of_trials(tmp_path):
     case, exp = _case_experiment("trials", tmp_path)
-    full = get_engine("torch").run(case.connectome, exp)
-    part = get_engine("torch").run(case.connectome, exp, trials=[2])
+    eng = get_engine("torch")
+    full = eng.run(case.connectome, exp)
+    part = eng.run(case.connectome, exp, trials=[2])  # second run: network arrays reused
     keep = full.trial == 2
     assert part.trials == [2]
     assert np.array_equal(part.idx, full.idx[keep]) and np.array_equal(part.step, full.step[keep])

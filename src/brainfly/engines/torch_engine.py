@@ -383,7 +383,13 @@ class TorchEngine(Engine):
 
     def _simulate_rows(self, torch: Any, sims: list[SimulationInput], trial_lists: list[list[int]],
                        rows: list[_Row], progress: ProgressCallback | None, t_start: float) -> list[SpikeResult]:
-        net = _DeviceNetwork(sims[0], self.device, self.dtype)
+        key = (sims[0].connectome, self.device, self.dtype, sims[0].coeffs.w_syn)
+        cached = getattr(self, "_net_cache", None)
+        if cached is not None and all(a is b or a == b for a, b in zip(cached[0], key)):
+            net = cached[1]  # the same connectome again: its arrays are already on the device
+        else:
+            net = _DeviceNetwork(sims[0], self.device, self.dtype)
+            self._net_cache = (key, net)
         out: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in sims]
         info: dict[str, Any] = {}
         done = 0
@@ -396,7 +402,8 @@ class TorchEngine(Engine):
             row_idx, step, neuron = runner.run()
             sim_s += time.perf_counter() - t0
             for key, val in runner.info.items():  # sums over batches for the timings
-                info[key] = info.get(key, 0) + val if key.endswith("_s") or key == "host_syncs" else val
+                summed = key.endswith("_s") or key in ("host_syncs", "capacity_restarts")
+                info[key] = info.get(key, 0) + val if summed else val
             info["setup_s"] = info.get("setup_s", 0.0) + round(setup, 4)
             conds = np.array([r.cond for r in batch], dtype=np.int64)
             trial_of = np.array([r.trial for r in batch], dtype=np.int64)
