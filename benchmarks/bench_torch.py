@@ -23,6 +23,7 @@ Poisson draws included).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -105,6 +106,9 @@ def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Ex
     trial_s = exp.n_trials * exp.t_run
     sim_s = float(res.meta.get("simulate_s", wall))
     per_trial_active = [np.unique(res.idx[res.trial == k]).size for k in res.trials]
+    digest = hashlib.sha1()
+    for arr in (res.trial, res.idx, res.step):
+        digest.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
     rec = {
         "engine": engine_name,
         "options": {k: v for k, v in options.items()},
@@ -116,6 +120,8 @@ def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Ex
         "trial_seconds_per_simulate_second": round(trial_s / sim_s, 4) if sim_s > 0 else None,
         "spikes_per_trial_second": round(res.n_spikes / trial_s, 1),
         "active_neurons_per_trial": float(np.mean(per_trial_active)) if per_trial_active else 0.0,
+        "n_spikes": res.n_spikes,
+        "spikes_sha1": digest.hexdigest(),  # equal digests = spike-identical runs
         "connectome": res.connectome_label,
         "synthetic": res.synthetic,
         "meta": {k: res.meta[k] for k in ("cuda_graph_used", "cuda_graph_error", "host_syncs", "exact",
@@ -179,16 +185,23 @@ def main(argv: list[str] | None = None) -> int:
             records.append({"engine": name, "options": options, "n_trials": exp.n_trials, "t_run_s": exp.t_run,
                             "error": f"{type(exc).__name__}: {exc}"})
 
-    for opts in _torch_variants(args):
+    variants = _torch_variants(args)
+    for opts in variants:
         if args.threads:
             opts["threads"] = args.threads
+    for opts in variants:
         for n in trials:
             attempt("torch", opts, sugar(n, args.t_run, args.rate))
     if not args.no_event:
         for n in trials:
             attempt("event", {}, sugar(n, args.t_run, args.rate))
     if not args.no_brian2:
-        attempt("brian2", {"n_jobs": 1}, sugar(args.brian2_trials, args.brian2_t_run, args.rate))
+        # use_schedule: Brian2 replays the shared Poisson draws, so its spikes can be compared
+        attempt("brian2", {"n_jobs": 1, "use_schedule": True}, sugar(args.brian2_trials, args.brian2_t_run, args.rate))
+        for n in (args.brian2_trials,):  # the same run on the other engines, for the digest
+            if not args.no_event:
+                attempt("event", {}, sugar(n, args.brian2_t_run, args.rate))
+            attempt("torch", variants[0], sugar(n, args.brian2_t_run, args.rate))
     import torch
 
     summary = {

@@ -392,6 +392,8 @@ def test_compiled_step_on_cpu_equals_eager():
     net, driven = _poisson_net()
     exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.1, n_trials=4, seed=2)
     eager = get_engine("torch", dtype="float32").run(net, exp)
-    comp = get_engine("torch", dtype="float32", compile=True).run(net, exp)
-    assert comp.meta["compiled"], comp.meta.get("compile_error")
-    assert abs(comp.n_spikes - eager.n_spikes) <= 0.01 * eager.n_spikes
+    for sync_free in (False, True):
+        comp = get_engine("torch", dtype="float32", compile=True, sync_free=sync_free).run(net, exp)
+        assert comp.meta["compiled"], comp.meta.get("compile_error")
+        assert comp.meta.get("gather_compiled", False) is sync_free, comp.meta.get("gather_compile_error")
+        assert abs(comp.n_spikes - eager.n_spikes) <= 0.01 * eager.n_spikes

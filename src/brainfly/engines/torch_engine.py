@@ -547,6 +547,7 @@ class _BatchRunner:
         self.seq_bounds: list[int] = [0] * (self.K + 1)
         self._prev_flat: Any = None
         self._step_fn: Callable[[int], None] = self._step_eager
+        self._expand: Callable[[Any], tuple[Any, Any, Any]] = self._expand_eager
         self._graph: Any = None
         self._kicks_prepare()
 
@@ -861,12 +862,25 @@ class _BatchRunner:
         ``s_cap`` slots (padding goes to the dummy slot with weight 0) and sets ``flags``
         when a capacity was too small.
         """
-        torch = self.torch
-        net = self.net
-        BN, N = self.BN, self.N
         self.inc_flat.index_fill_(0, self.prev_tgt, 0.0)
         ev = self._compact(self.spk_buf.view(-1), self.e_cap)
         self.ev_static.copy_(ev)
+        tgt, w, overflow = self._expand(ev)
+        self.inc_flat.index_add_(0, tgt, w)
+        self.prev_tgt.copy_(tgt)
+        self.flags.logical_or_(overflow)
+
+    def _expand_eager(self, ev: Any) -> tuple[Any, Any, Any]:
+        """Flat spike indices (-1 = padding) -> (targets in inc_flat, weights, overflow flags).
+
+        Pure function of its input and the batch's constant tensors (so that
+        ``torch.compile`` can fuse it): ``s_cap`` synaptic slots, the unused ones aimed at
+        the dummy slot with weight 0. ``overflow`` is bool ``(2,)``: the spike list is full
+        (spikes may be missing), the synaptic events exceed ``s_cap``.
+        """
+        torch = self.torch
+        net = self.net
+        BN, N = self.BN, self.N
         valid_e = ev >= 0
         evc = ev.clamp_min(0)
         k = evc // BN
@@ -878,7 +892,7 @@ class _BatchRunner:
         cnt = net.deg[n]
         cum = torch.cumsum(cnt, 0)
         total = cum[-1]
-        e_of = torch.searchsorted(cum, self.pos_s, right=True).clamp_max_(self.e_cap - 1)
+        e_of = torch.searchsorted(cum, self.pos_s, right=True).clamp_max(self.e_cap - 1)
         valid = self.pos_s < total
         syn = net.start[n][e_of] + (self.pos_s - (cum - cnt)[e_of])
         syn = torch.where(valid, syn, 0)
@@ -889,10 +903,15 @@ class _BatchRunner:
             valid = valid & ~self.sil_in[be, post]
         tgt = torch.where(valid, k[e_of] * BN + be * N + post, self.dummy_t)
         w = torch.where(valid, w, self.zero_t)
-        self.inc_flat.index_add_(0, tgt, w)
-        self.prev_tgt.copy_(tgt)
-        self.flags[0].logical_or_(ev[-1] >= 0)  # full: some spikes may be missing
-        self.flags[1].logical_or_(total > self.s_cap)
+        overflow = torch.stack([ev[-1] >= 0, total > self.s_cap])
+        return tgt, w, overflow
+
+    def _make_compiled_expand(self) -> Callable[[Any], tuple[Any, Any, Any]]:
+        """``torch.compile`` of :meth:`_expand_eager` (some 40 small kernels -> a few)."""
+        torch = self.torch
+        compiled = torch.compile(self._expand_eager, dynamic=False)
+        compiled(torch.full((self.e_cap,), -1, dtype=torch.int64, device=self.dev))  # compile now
+        return compiled
 
     def _block_sync_free(self) -> None:
         self._gather_static()
@@ -953,6 +972,18 @@ class _BatchRunner:
         n_full = n_steps // K
         info["cuda_graph_used"] = False
         t0 = time.perf_counter()
+        self._expand = self._expand_eager
+        if eng.compile and info.get("compiled"):
+            try:
+                self._expand = self._make_compiled_expand()
+                info["gather_compiled"] = True
+            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
+                log.warning("torch engine: torch.compile of the gather failed (%s: %s); running it eagerly",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                info["gather_compiled"] = False
+                info["gather_compile_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            info["gather_compile_s"] = round(time.perf_counter() - t0, 3)
+            t0 = time.perf_counter()
         self._graph = None
         if eng.cuda_graph and self.dev.type == "cuda" and n_full > 0:
             self._graph = self._capture(self._block_sync_free)
