@@ -203,12 +203,36 @@ def main(argv: list[str] | None = None) -> int:
             rec.add({"label": "screen", "error": f"{type(exc).__name__}: {exc}"})
     # 5. variants
     measure("float32 eager kernels (no compile), graph, 1 trial", {**dflt, "compile": False}, 1, T)
-    measure("float32 eager kernels (no compile), graph, {M} trials", {**dflt, "compile": False}, M, T)
+    measure(f"float32 eager kernels (no compile), graph, {M} trials", {**dflt, "compile": False}, M, T)
     measure(f"float64 graph sync-free, {M} trials", {**dflt, "dtype": "float64", "compile": False}, M, T)
     measure(f"float32 device kicks, {M} trials", {**dflt, "kicks": "device"}, M, T)
     measure(f"float32 no graph sync-free, 1 trial x {short} s", {**dflt, "cuda_graph": False}, 1, short)
     measure(f"float32 graph synced per block, 1 trial x {short} s", {**dflt, "sync_free": False}, 1, short)
     measure(f"float32 graph synced per block, {M} trials x {short} s", {**dflt, "sync_free": False}, M, short)
+    # 6. where the time goes: kernel-level profile of short runs (no CUDA graph, so that the
+    #    profiler sees each kernel; GPU times per kernel are what matter here)
+    for n_trials in (1, M):
+        if left() < 25:
+            break
+        try:
+            from torch.profiler import ProfilerActivity, profile
+
+            opts = {**dflt, "cuda_graph": False}
+            eng = get_engine("torch", **opts)
+            exp = bt.sugar(n_trials, 0.02)
+            eng.run(net, exp)  # warm-up (compiles)
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with profile(activities=acts) as prof:
+                eng.run(net, exp)
+            sort = "cuda_time_total" if cuda else "cpu_time_total"
+            table = prof.key_averages().table(sort_by=sort, row_limit=30)
+            path = out / f"profile_{n_trials}_trials.txt"
+            path.write_text(f"{opts}, {n_trials} trials x 0.02 s, SYNTHETIC connectome\n{table}\n")
+            rec.add({"label": f"profile {n_trials} trials x 0.02 s (no graph)", "file": path.name})
+            log.info("profile written to %s", path)
+        except Exception as exc:  # noqa: BLE001
+            log.error("profile failed: %s", traceback.format_exc())
+            rec.add({"label": f"profile {n_trials}", "error": f"{type(exc).__name__}: {exc}"})
     rec.doc["total_s"] = round(time.perf_counter() - t_start, 1)
     rec.save()
     # summary
