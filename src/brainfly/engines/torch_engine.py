@@ -532,7 +532,10 @@ class _BatchRunner:
         if self.dense:
             self.inc_flat = torch.zeros(self.K * self.BN + 1, dtype=f, device=dev)
             self.inc = self.inc_flat[:-1].view(self.K, B, N)
-        self.kick_buf = torch.zeros((self.K, B, max(self.A, 1)), dtype=f, device=dev)
+        # (K, B, A) view of a buffer whose rows are padded to 16 bytes, so that every
+        # kick_buf[k] is aligned (compiled kernels assume aligned inputs)
+        a_pad = -(-max(self.A, 1) // 4) * 4
+        self.kick_buf = torch.zeros((self.K, B, a_pad), dtype=f, device=dev)[:, :, :max(self.A, 1)]
         # temporaries of the eager step
         self.t1 = torch.empty((B, N), dtype=f, device=dev)
         self.t2 = torch.empty((B, N), dtype=f, device=dev)
