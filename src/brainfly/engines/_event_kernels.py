@@ -18,40 +18,33 @@ RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
 RUNAWAY_SUSTAINED = 2   #: spikes continued long after the last external input
 
-# Workspace slots (one workspace per thread, reused across trials; entries are
-# initialised lazily per trial through the epoch stamp, so untouched neurons cost nothing).
-_WS_FIELDS = ("v", "g", "t_last", "free_from", "pred", "stamp", "first_in", "first_sp", "mark", "last_spike")
-
-
 def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
-    """Arrays of one thread's workspace (numpy; handed to :func:`run_trial`)."""
-    ws = {
-        "v": np.zeros(n_neurons, np.float64),
-        "g": np.zeros(n_neurons, np.float64),
-        "t_last": np.zeros(n_neurons, np.int64),
-        "free_from": np.zeros(n_neurons, np.int64),
-        "pred": np.zeros(n_neurons, np.int64),
-        "stamp": np.zeros(n_neurons, np.int64),
-        "first_in": np.zeros(n_neurons, np.int64),
-        "first_sp": np.zeros(n_neurons, np.int64),
-        "mark": np.zeros(n_neurons, np.int64),
-        "last_spike": np.zeros(n_neurons, np.int64),
-        "head": np.full(ring, -1, np.int64),
-        "epoch": 0,
-    }
-    return ws
+    """Arrays of one thread's workspace, in the initial state (the kernel restores it).
+
+    ``hot`` (float64, (n_neurons, 8)): the whole state of a neuron in one 64-byte record,
+    aligned to a cache line, so that an event or a prediction touches one line: P, Q, step
+    last touched, first step free of refractoriness, predicted spike step (-1: none),
+    first input step (-1: none), first spike step (-1: none), unused. Steps are stored as
+    float64 (exact below 2**53).
+    """
+    raw = np.zeros(n_neurons * 8 + 8, np.float64)
+    off = ((-raw.ctypes.data) % 64) // 8
+    hot = raw[off:off + n_neurons * 8].reshape(n_neurons, 8)
+    hot[:, 2] = -1.0
+    hot[:, 4:7] = -1.0
+    return {"hot": hot, "head": np.full(ring, -1, np.int64)}
 
 
 @njit(cache=True, nogil=True)
 def _grow_i64(arr, n_keep):
-    out = np.empty(max(2 * arr.shape[0], 16), np.int64)
+    out = np.empty(2 * arr.shape[0] + 1024, np.int64)
     out[:n_keep] = arr[:n_keep]
     return out
 
 
 @njit(cache=True, nogil=True)
 def _grow_i32(arr, n_keep):
-    out = np.empty(max(2 * arr.shape[0], 16), np.int32)
+    out = np.empty(2 * arr.shape[0] + 1024, np.int32)
     out[:n_keep] = arr[:n_keep]
     return out
 
@@ -153,48 +146,62 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
 
 
 @njit(cache=True, nogil=True)
-def run_trial(indptr, post, weight, rfc, is_driven,
+def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delays,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
-              a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow,
-              w_v, w_g, w_tlast, w_free, w_pred, w_stamp, w_fin, w_fsp, w_mark, w_lsp, head,
-              epoch, runaway_window, runaway_count, runaway_quiet):
-    """Simulate one trial; returns spikes, reached neurons and the runaway verdict.
+              a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
+              hot, head,
+              runaway_window, runaway_count, runaway_quiet):
+    """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
+
+    State of neuron i (free trajectory, steps n counted from the current base step B):
+    ``x(n) = P a^(n-B) - Q b^(n-B)``, ``g(n) = Q b^(n-B) / c`` with ``hot[i] = (P, Q,
+    mark, ...)`` (see :func:`new_workspace`). Input at step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)`` to Q (a kick
+    adds ``kick a^-(m-B)`` to P): no per-event advance, one cache line per event. Input
+    during the refractory period is added too and then discarded: at the release step
+    (spike step + max(rfc, 1)) P and Q are set to the reset state. B moves forward every
+    ``rebase`` steps (P *= a^rebase, Q *= b^rebase for the neurons reached) so that
+    ``a^-k``, ``b^-k`` stay far from overflow.
 
     Returns
     -------
     sp_idx : int32 array, sp_step : int64 array, n_spikes : int
         Spikes (sorted by step, then neuron) in the first n_spikes entries.
-    reached : int64 array, n_reached : int
-        Neurons that received input or spiked in this trial (first n_reached entries);
-        their first input / first spike steps are in the workspace (w_fin, w_fsp).
+    reached : int64 array, first_in, first_sp : int64 arrays, n_reached : int
+        Neurons that received input (first n_reached entries), with the step of their
+        first input and first spike (-1: none).
     runaway_kind : int, runaway_onset : int
         RUNAWAY_* code and the onset step (-1 when none).
-    n_events : int
-        Synaptic events delivered (non-zero weights).
+    counters : int64 array (4,)
+        Synaptic events, neuron-steps re-predicted, detailed crossing searches, predictions.
     """
     log_a = math.log(a)
     log_b = math.log(b)
+    x_th = v_th - v0
+    x_rst = v_rst - v0
     ring = head.shape[0]
     ring_mask = ring - 1
     for r in range(ring):
         head[r] = -1
-    # prediction entries (linked lists per calendar bucket, with a free list)
-    cap_e = 1024
+    # Buffers are sized so that no array is reassigned inside an inner loop (numba then
+    # reloads it on every iteration, several times slower): a neuron enters ``touched``
+    # and ``reached`` at most once per step / trial; the spike record and the prediction
+    # entries grow, if needed, only at the top of a step, by at least n_neurons.
+    n_neurons = hot.shape[0]
+    cap_e = n_neurons + 1024
     e_nrn = np.empty(cap_e, np.int64)
     e_step = np.empty(cap_e, np.int64)
     e_next = np.empty(cap_e, np.int64)
     n_e = 0
     free_e = -1
-    # spike record; step_ptr[n] = first spike of step n (so the record is the delay buffer)
-    cap_s = 1024
+    cap_s = n_neurons + 1024
     sp_idx = np.empty(cap_s, np.int32)
     sp_step = np.empty(cap_s, np.int64)
     n_sp = 0
     step_ptr = np.zeros(n_steps + 1, np.int64)
-    reached = np.empty(1024, np.int64)
+    reached = np.empty(n_neurons, np.int64)
     n_reached = 0
-    touched = np.empty(1024, np.int64)
+    touched = np.empty(n_neurons, np.int64)
     n_kicks = kick_idx.shape[0]
     kp = 0
     last_kick = -1
@@ -204,10 +211,38 @@ def run_trial(indptr, post, weight, rfc, is_driven,
     win_sum = 0
     runaway_kind = 0
     runaway_onset = -1
+    counters = np.zeros(4, np.int64)
     n_events = 0
+    n_pred = 0
+    n_detail = 0
+    n_hit = 0
+    base = 0
 
     for n in range(n_steps):
+        # ---------------------------------------------------------------- 0. rebase
+        if n - base >= rebase:
+            shift = n - base
+            fa = apow[shift]
+            fb = bpow[shift]
+            for q in range(n_reached):
+                t = reached[q]
+                hot[t, 0] *= fa
+                hot[t, 1] *= fb
+            base = n
+        kb = n - base
+        fn = float(n)
+        ca = c * ainv[kb]
+        cb = c * binv[kb]
+        ak_n = apow[kb]
+        bk_n = bpow[kb]
         # ---------------------------------------------------------------- 1. spikes
+        if n_sp + n_neurons > sp_idx.shape[0]:
+            sp_idx = _grow_i32(sp_idx, n_sp)
+            sp_step = _grow_i64(sp_step, n_sp)
+        if n_e + n_neurons > e_nrn.shape[0]:
+            e_nrn = _grow_i64(e_nrn, n_e)
+            e_step = _grow_i64(e_step, n_e)
+            e_next = _grow_i64(e_next, n_e)
         start = n_sp
         bkt = n & ring_mask
         e = head[bkt]
@@ -216,11 +251,8 @@ def run_trial(indptr, post, weight, rfc, is_driven,
             nxt = e_next[e]
             if e_step[e] == n:
                 i = e_nrn[e]
-                if w_pred[i] == n:
-                    w_pred[i] = -1
-                    if n_sp >= sp_idx.shape[0]:
-                        sp_idx = _grow_i32(sp_idx, n_sp)
-                        sp_step = _grow_i64(sp_step, n_sp)
+                if hot[i, 4] == fn:
+                    hot[i, 4] = -1.0
                     sp_idx[n_sp] = i
                     sp_step[n_sp] = n
                     n_sp += 1
@@ -230,8 +262,7 @@ def run_trial(indptr, post, weight, rfc, is_driven,
                 e_next[e] = head[bkt]
                 head[bkt] = e
             e = nxt
-        # canonical order within a step (insertion sort; the lists are short)
-        for p in range(start + 1, n_sp):
+        for p in range(start + 1, n_sp):  # canonical order within a step
             val = sp_idx[p]
             q = p - 1
             while q >= start and sp_idx[q] > val:
@@ -241,19 +272,13 @@ def run_trial(indptr, post, weight, rfc, is_driven,
         n_new = 0
         for p in range(start, n_sp):
             i = sp_idx[p]
-            # reset (applied now; input arriving in this step is wiped, see below)
-            w_v[i] = v_rst
-            w_g[i] = 0.0
-            w_tlast[i] = n
             r = rfc[i]
-            w_free[i] = n + (r if r > 1 else 1)
-            w_lsp[i] = n
-            if w_fsp[i] < 0:
-                w_fsp[i] = n
+            hot[i, 3] = fn + (r if r > 1 else 1)
+            if hot[i, 6] < 0.0:
+                hot[i, 6] = fn
             if not is_driven[i]:
                 n_new += 1
         step_ptr[n + 1] = n_sp
-        # runaway: bound on non-driven spikes within a sliding window
         if runaway_window > 0:
             slot = n % runaway_window
             win_sum += n_new - win[slot]
@@ -267,121 +292,98 @@ def run_trial(indptr, post, weight, rfc, is_driven,
             runaway_kind = 2
             runaway_onset = last_kick + 1
 
-        # ---------------------------------------------------------------- 2. input
+        # ---------------------------------------------------------------- 2. releases
+        # neurons whose refractory period ends now restart from the reset state at n - 1
+        # (whatever reached them meanwhile is discarded, as Brian2 drops it)
+        kr = kb - 1
+        if kr >= 0:
+            p_rst = x_rst * ainv[kr]
+        else:
+            p_rst = x_rst * apow[-kr]
+        for d in range(rel_delays.shape[0]):
+            rd = rel_delays[d]
+            src = n - rd
+            if src < 0:
+                continue
+            for p in range(step_ptr[src], step_ptr[src + 1]):
+                i = sp_idx[p]
+                r = rfc[i]
+                if (r if r > 1 else 1) == rd:
+                    hot[i, 0] = p_rst
+                    hot[i, 1] = 0.0
+
+        # ---------------------------------------------------------------- 3. input
         n_touched = 0
         src = n - delay
         if src >= 0:
             for p in range(step_ptr[src], step_ptr[src + 1]):
                 j = sp_idx[p]
-                for k in range(indptr[j], indptr[j + 1]):
-                    w = weight[k]
+                if skip_pre[j]:
+                    continue
+                k0 = indptr[j]
+                k1 = indptr[j + 1]
+                for k in range(k0, k1):
+                    w = weight[k] * w_scale
                     if w == 0.0:
                         continue
                     t = post[k]
                     n_events += 1
-                    if w_stamp[t] != epoch:
-                        w_stamp[t] = epoch
-                        w_v[t] = v0
-                        w_g[t] = 0.0
-                        w_tlast[t] = -1
-                        w_free[t] = 0
-                        w_pred[t] = -1
-                        w_fin[t] = n
-                        w_fsp[t] = -1
-                        w_mark[t] = -1
-                        w_lsp[t] = -1
-                        if n_reached >= reached.shape[0]:
-                            reached = _grow_i64(reached, n_reached)
-                        reached[n_reached] = t
-                        n_reached += 1
-                    elif w_fin[t] < 0:
-                        w_fin[t] = n
-                    if n < w_free[t]:
-                        continue  # refractory (or spiking in this step): Brian2 drops it
-                    # advance lazily to step n (updates only where not refractory)
-                    s0 = w_tlast[t]
-                    f0 = w_free[t] - 1
-                    if f0 > s0:
-                        s0 = f0
-                    dk = n - s0
-                    if dk > 0:
-                        ak = apow[dk]
-                        bk = bpow[dk]
-                        gt = w_g[t]
-                        w_v[t] = v0 + ((w_v[t] - v0) * ak + c * (ak - bk) * gt)
-                        w_g[t] = gt * bk
-                    w_tlast[t] = n
-                    w_g[t] += w
-                    if w_mark[t] != n:
-                        w_mark[t] = n
-                        if n_touched >= touched.shape[0]:
-                            touched = _grow_i64(touched, n_touched)
+                    pp = hot[t, 0] + w * ca
+                    qq = hot[t, 1] + w * cb
+                    hot[t, 0] = pp
+                    hot[t, 1] = qq
+                    # re-predict only where a crossing is possible (A = x + c g above
+                    # threshold, or g <= 0), a prediction may be invalidated, or the
+                    # neuron is reached for the first time
+                    if hot[t, 2] != fn and (pp * ak_n > x_th or qq <= 0.0 or hot[t, 4] >= 0.0
+                                            or hot[t, 5] < 0.0):
+                        hot[t, 2] = fn
                         touched[n_touched] = t
                         n_touched += 1
+        pk = kick * ainv[kb]
         while kp < n_kicks and kick_step[kp] == n:
             t = kick_idx[kp]
             kp += 1
-            if w_stamp[t] != epoch:
-                w_stamp[t] = epoch
-                w_v[t] = v0
-                w_g[t] = 0.0
-                w_tlast[t] = -1
-                w_free[t] = 0
-                w_pred[t] = -1
-                w_fin[t] = n
-                w_fsp[t] = -1
-                w_mark[t] = -1
-                w_lsp[t] = -1
-                if n_reached >= reached.shape[0]:
-                    reached = _grow_i64(reached, n_reached)
-                reached[n_reached] = t
-                n_reached += 1
-            elif w_fin[t] < 0:
-                w_fin[t] = n
-            if n < w_free[t]:
-                continue
-            s0 = w_tlast[t]
-            f0 = w_free[t] - 1
-            if f0 > s0:
-                s0 = f0
-            dk = n - s0
-            if dk > 0:
-                ak = apow[dk]
-                bk = bpow[dk]
-                gt = w_g[t]
-                w_v[t] = v0 + ((w_v[t] - v0) * ak + c * (ak - bk) * gt)
-                w_g[t] = gt * bk
-            w_tlast[t] = n
-            w_v[t] += kick
-            if w_mark[t] != n:
-                w_mark[t] = n
-                if n_touched >= touched.shape[0]:
-                    touched = _grow_i64(touched, n_touched)
+            hot[t, 0] += pk
+            if hot[t, 2] != fn:
+                hot[t, 2] = fn
                 touched[n_touched] = t
                 n_touched += 1
 
-        # ---------------------------------------------------------------- 3. re-predict
+        # ---------------------------------------------------------------- 4. re-predict
+        n_pred += n_touched
         for q in range(n_touched):
             t = touched[q]
-            s0 = n
-            f0 = w_free[t] - 1
-            if f0 > s0:
-                s0 = f0
-            k = _first_crossing(w_v[t], w_g[t], v0, v_th, a, b, c, log_a, log_b, apow, bpow,
-                                v_const, v_decay, v_from_g, g_decay, n_steps - 1 - s0)
-            if k < 0:
-                w_pred[t] = -1
+            if hot[t, 5] < 0.0:
+                hot[t, 5] = fn
+                reached[n_reached] = t
+                n_reached += 1
+            if fn < hot[t, 3]:
+                continue  # refractory or spiking now: the input is dropped at release
+            pp = hot[t, 0]
+            qq = hot[t, 1]
+            if qq > 0.0:
+                if pp * ak_n <= x_th:  # A = x + c g bounds the whole trajectory
+                    hot[t, 4] = -1.0
+                    continue
+            qb = qq * bk_n
+            x = pp * ak_n - qb
+            if qq <= 0.0 and x <= x_th:
+                hot[t, 4] = -1.0
                 continue
-            m = s0 + k
-            w_pred[t] = m
+            n_detail += 1
+            k = _first_crossing(v0 + x, qb / c, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
+                                v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n)
+            if k < 0:
+                hot[t, 4] = -1.0
+                continue
+            n_hit += 1
+            m = n + k
+            hot[t, 4] = float(m)
             if free_e >= 0:
                 e = free_e
                 free_e = e_next[e]
             else:
-                if n_e >= e_nrn.shape[0]:
-                    e_nrn = _grow_i64(e_nrn, n_e)
-                    e_step = _grow_i64(e_step, n_e)
-                    e_next = _grow_i64(e_next, n_e)
                 e = n_e
                 n_e += 1
             e_nrn[e] = t
@@ -390,4 +392,23 @@ def run_trial(indptr, post, weight, rfc, is_driven,
             e_next[e] = head[bkt]
             head[bkt] = e
 
-    return sp_idx, sp_step, n_sp, reached, n_reached, runaway_kind, runaway_onset, n_events
+    # outputs, then restore the workspace to the initial state for the next trial
+    first_in = np.empty(n_reached, np.int64)
+    first_sp = np.empty(n_reached, np.int64)
+    for q in range(n_reached):
+        t = reached[q]
+        first_in[q] = int(hot[t, 5])
+        first_sp[q] = int(hot[t, 6])
+        hot[t, 0] = 0.0
+        hot[t, 1] = 0.0
+        hot[t, 2] = -1.0
+        hot[t, 3] = 0.0
+        hot[t, 4] = -1.0
+        hot[t, 5] = -1.0
+        hot[t, 6] = -1.0
+    counters[0] = n_events
+    counters[1] = n_pred
+    counters[2] = n_detail
+    counters[3] = n_hit
+    return (sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached,
+            runaway_kind, runaway_onset, counters)

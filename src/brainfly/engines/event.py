@@ -170,17 +170,30 @@ class EventEngine(Engine):
         trials = [int(k) for k in trials]
         indptr = np.ascontiguousarray(net.indptr, dtype=np.int64)
         post = np.ascontiguousarray(net.post_idx, dtype=np.int32)
-        weight = np.ascontiguousarray(sim.weight_v(), dtype=np.float64)
+        skip_pre = np.zeros(n, dtype=np.bool_)
+        if sim.silenced_mask.any() and sim.experiment.silence_mode == "both":
+            # incoming connections are zeroed too: use the silenced weights (volts)
+            weight, w_scale = np.ascontiguousarray(sim.weight_v(), dtype=np.float64), 1.0
+        else:
+            # w = count * w_syn per event, as weight_v() computes it (bit for bit), without a
+            # copy of all weights; outgoing silencing skips the rows of silenced neurons
+            weight, w_scale = np.ascontiguousarray(net.weight, dtype=np.float64), float(co.w_syn)
+            skip_pre |= sim.silenced_mask
         rfc = np.ascontiguousarray(sim.refractory_steps, dtype=np.int64)
+        rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
         driven = np.zeros(n, dtype=np.bool_)
         # one translation of the model constants (volts, steps)
         tau = p.tau_ms * 1e-3
         t_mbr = p.t_mbr_ms * 1e-3
         a, b = co.v_decay, co.g_decay
         c = tau / (t_mbr - tau)
+        rebase = int(min(1024, n_steps + 1))
         ks = np.arange(n_steps + 2, dtype=np.float64)
         apow = np.power(a, ks)
         bpow = np.power(b, ks)
+        kinv = -np.arange(rebase + 1, dtype=np.float64)
+        ainv = np.power(a, kinv)
+        binv = np.power(b, kinv)
 
         kicks = sim.kicks(trials)
         driven[kicks.idx] = True
@@ -210,25 +223,22 @@ class EventEngine(Engine):
         def one(j: int) -> tuple:
             ws = take_ws()
             try:
-                ws["epoch"] += 1
                 lo, hi = lo_hi[j]
                 out = K.run_trial(
-                    indptr, post, weight, rfc, driven,
+                    indptr, post, weight, w_scale, skip_pre, rfc, driven, rel_delays,
                     np.ascontiguousarray(kicks.idx[lo:hi], dtype=np.int64),
                     np.ascontiguousarray(kicks.step[lo:hi], dtype=np.int64),
                     n_steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
-                    a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow,
-                    ws["v"], ws["g"], ws["t_last"], ws["free_from"], ws["pred"], ws["stamp"],
-                    ws["first_in"], ws["first_sp"], ws["mark"], ws["last_spike"], ws["head"],
-                    ws["epoch"], window, count, quiet,
+                    a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
+                    ws["hot"], ws["head"],
+                    window, count, quiet,
                 )
-                sp_idx, sp_step, n_sp, reached, n_reached, kind, onset, n_ev = out
-                reached = reached[:n_reached].copy()
-                reached.sort()
-                front = (reached, ws["first_in"][reached].copy(), ws["first_sp"][reached].copy())
+                sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached, kind, onset, counters = out
+                order = np.argsort(reached[:n_reached], kind="stable")
+                front = (reached[:n_reached][order], first_in[order], first_sp[order])
                 onset_kick = int(kicks.step[lo]) if hi > lo else -1
                 res = (sp_idx[:n_sp].copy(), sp_step[:n_sp].copy(), front, int(kind), int(onset),
-                       int(n_ev), onset_kick)
+                       counters.copy(), onset_kick)
             finally:
                 with pool_lock:
                     pool.append(ws)
@@ -249,9 +259,9 @@ class EventEngine(Engine):
         tr_parts, idx_parts, step_parts = [], [], []
         f_tr, f_idx, f_in, f_sp, f_lat = [], [], [], [], []
         runaway, runaway_by_trial, onsets = [], [], []
-        n_events = 0
+        counters = np.zeros(4, np.int64)
         names = {1: "activity bound", 2: "sustained without input"}
-        for k, (si, ss, front, kind, onset, n_ev, onset_kick) in zip(trials, outs):
+        for k, (si, ss, front, kind, onset, cnt, onset_kick) in zip(trials, outs):
             tr_parts.append(np.full(si.shape[0], k, np.int32))
             idx_parts.append(si)
             step_parts.append(ss)
@@ -262,7 +272,7 @@ class EventEngine(Engine):
             f_sp.append(r_sp)
             f_lat.append(np.where(r_sp >= 0, r_sp - max(onset_kick, 0), -1))
             onsets.append(onset_kick)
-            n_events += n_ev
+            counters += cnt
             runaway_by_trial.append(bool(kind))
             if kind:
                 runaway.append({"trial": k, "runaway": True, "onset_s": onset * p.dt_s,
@@ -270,7 +280,8 @@ class EventEngine(Engine):
         cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.empty(0, dt))
         meta = {
             "n_threads": n_threads,
-            "n_events": n_events,
+            "n_events": int(counters[0]),
+            "n_predictions": {"touched": int(counters[1]), "searched": int(counters[2]), "crossing": int(counters[3])},
             "runaway": runaway,
             "runaway_by_trial": runaway_by_trial,
             "stimulus_onset_step": onsets,
