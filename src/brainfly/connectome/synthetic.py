@@ -123,7 +123,7 @@ CALIBRATION: dict[str, Any] = {
         "seed2": {"spikes_per_trial_s": 16135, "active_per_trial_s": 417, "mn9_hz": 81},
     },
     "private_loop_seed0_3_trials": {"spikes_per_trial_s": 17018, "active_per_trial_s": 360, "mn9_hz": 87},
-    "sugar_runaway": "none: activity stops within 10 ms of the stimulus' end; the core stays silent",
+    "sugar_runaway": "none: 4 spikes 10-100 ms after the stimulus ends, none later; the core stays silent",
     "olfactory_inputs_100hz_0.2s_seed0": {
         "spikes_per_s_during": "about 700k-870k", "spikes_per_s_after_stimulus": "about 380k, sustained",
         "active_neurons": 16341,
