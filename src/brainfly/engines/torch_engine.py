@@ -258,6 +258,15 @@ class TorchEngine(Engine):
         self.synapse_capacity = None if synapse_capacity is None else int(synapse_capacity)
         # instance attribute: this configuration's exactness (the class attribute is the default's)
         self.exact = (on_cpu and self.dtype == "float64" and delivery == "sequential" and kicks == "schedule")
+        # defaults chosen for the user: logged once, recorded in every result's metadata
+        self.choices = [f"{k}={getattr(self, a)!r} (default on {device})"
+                        for k, a, v in (("dtype", "dtype", dtype), ("delivery", "delivery", self.options["delivery"]),
+                                        ("cuda_graph", "cuda_graph", cuda_graph), ("compile", "compile", compile),
+                                        ("sync_free", "sync_free", sync_free))
+                        if v is None and (k in ("dtype", "delivery") or not on_cpu)]
+        if self.choices:
+            log.info("engine 'torch': %s%s", ", ".join(self.choices),
+                     "" if self.exact else "; not the exact mode (results match Brian2 statistically)")
 
     # ------------------------------------------------------------------ contract
     @_class_or_instance_method
@@ -428,6 +437,7 @@ class TorchEngine(Engine):
                     "cuda_graph": self.cuda_graph, "compile": self.compile, "sync_free": self.sync_free,
                 },
                 "exact": self.exact,
+                "choices": list(self.choices),
                 "torch_version": torch_version,
                 "rows_in_batch_run": len(rows),
                 "conditions_in_batch_run": len(sims),
