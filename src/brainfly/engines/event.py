@@ -73,7 +73,7 @@ Beyond the reference
 - ``first_spike_step``: the propagation front, a compact table (dict of equal-length
   numpy arrays ``trial``, ``idx``, ``first_input_step``, ``first_spike_step`` (-1: never
   spiked), ``latency_steps`` (from the trial's first kick; -1: never spiked)) with one
-  row per neuron reached (received input or spiked) per trial;
+  row per neuron reached (received non-zero input) per trial, in the order reached;
   ``stimulus_onset_step`` (list per trial);
 - ``n_events`` (synaptic events delivered), ``timings_s``, ``n_threads``.
 """
@@ -144,6 +144,15 @@ class EventEngine(Engine):
             if isinstance(val, bool) or not isinstance(val, (int, float, np.integer, np.floating)) or val < 0:
                 raise ValidationError(f"engine 'event' option {key}: must be a number >= 0 (got {val!r})")
         super().__init__(**merged)
+        self._pool_lock = threading.Lock()
+
+    def _workspaces(self, n_neurons: int, ring: int) -> list:
+        """The pool of per-thread workspaces for networks of *n_neurons* (kept between
+        runs: the kernel leaves a workspace in its initial state)."""
+        if getattr(self, "_pool_key", None) != (n_neurons, ring):
+            self._pool_key = (n_neurons, ring)
+            self._pool: list = []
+        return self._pool
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -180,7 +189,11 @@ class EventEngine(Engine):
             weight, w_scale = np.ascontiguousarray(net.weight, dtype=np.float64), float(co.w_syn)
             skip_pre |= sim.silenced_mask
         rfc = np.ascontiguousarray(sim.refractory_steps, dtype=np.int64)
-        rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
+        lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
+        if ((rfc == lo_r) | (rfc == hi_r)).all():  # the usual case: 0 (driven) and 22
+            rel_delays = np.unique(np.maximum(np.array([lo_r, hi_r], np.int64), 1))
+        else:
+            rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
         driven = np.zeros(n, dtype=np.bool_)
         # one translation of the model constants (volts, steps)
         tau = p.tau_ms * 1e-3
@@ -209,8 +222,8 @@ class EventEngine(Engine):
 
         n_threads = opts["n_threads"] or min(len(trials), os.cpu_count() or 1)
         n_threads = max(1, min(int(n_threads), max(len(trials), 1)))
-        pool: list[dict] = []
-        pool_lock = threading.Lock()
+        pool = self._workspaces(n, int(opts["ring_steps"]))
+        pool_lock = self._pool_lock
         done = [0]
         done_lock = threading.Lock()
 
@@ -234,8 +247,8 @@ class EventEngine(Engine):
                     window, count, quiet,
                 )
                 sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached, kind, onset, counters = out
-                order = np.argsort(reached[:n_reached], kind="stable")
-                front = (reached[:n_reached][order], first_in[order], first_sp[order])
+                # neurons in the order they were reached (first input step, then event order)
+                front = (reached[:n_reached].copy(), first_in, first_sp)
                 onset_kick = int(kicks.step[lo]) if hi > lo else -1
                 res = (sp_idx[:n_sp].copy(), sp_step[:n_sp].copy(), front, int(kind), int(onset),
                        counters.copy(), onset_kick)

@@ -1,0 +1,189 @@
+"""The event-driven engine: its own contract beyond the shared conformance suite
+(options, closed form, random networks against the per-step oracle, threads, runaway
+detection, the propagation front)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainfly.engines.base import get_engine, prepare
+from brainfly.errors import ValidationError
+from brainfly.experiment import Experiment, StimulusSet
+from brainfly.params import ModelParams
+from brainfly.schedule import InputSchedule
+from brainfly.testing.conformance import assert_same_spikes, spike_set
+from brainfly.testing.networks import FLYWIRE_BASE, STRONG, _net, get_case, oracle_result, random_network
+
+pytest.importorskip("numba")
+
+
+def _random_case(seed: int, n: int = 30, n_driven: int = 5, t_run: float = 0.05, n_trials: int = 2,
+                 silence_mode: str | None = None):
+    """A random recurrent network (self-loops, zero and negative weights) and a random schedule."""
+    rng = np.random.default_rng(seed)
+    n_edges = n * 6
+    pre = rng.integers(0, n, n_edges)
+    post = rng.integers(0, n, n_edges)
+    w = rng.choice([0.0, -300.0, -60.0, 40.0, 90.0, 160.0, 250.0, STRONG], n_edges,
+                   p=[0.05, 0.1, 0.15, 0.2, 0.2, 0.15, 0.1, 0.05])
+    net = _net(f"rand{seed}", n, list(zip(pre.tolist(), post.tolist(), w.tolist())))
+    p = ModelParams()
+    n_steps = p.n_steps(t_run)
+    kicks = []
+    for trial in range(n_trials):
+        for i in range(n_driven):
+            rate = rng.choice([20.0, 150.0, 600.0])
+            steps = np.flatnonzero(rng.random(n_steps) < rate * p.dt_s)
+            kicks += [(trial, i, int(s)) for s in steps]
+    arr = np.asarray(kicks, dtype=np.int64).reshape(-1, 3)
+    sched = InputSchedule(arr[:, 0], arr[:, 1], arr[:, 2])
+    silenced = ()
+    if silence_mode is not None:
+        silenced = tuple(int(FLYWIRE_BASE + i) for i in rng.choice(np.arange(n_driven, n), 3, replace=False))
+    return net, sched, silenced
+
+
+def _run_both(net, sched, tmp_path, *, t_run, n_trials, silenced=(), silence_mode="outgoing", **options):
+    path = sched.write(tmp_path / "kicks.parquet", net.flywire_ids)
+    exp = Experiment(name="rand", t_run=t_run, n_trials=n_trials, input_schedule=str(path),
+                     silenced=silenced, silence_mode=silence_mode)
+    res = get_engine("event", **options).run(net, exp)
+    sim = prepare(net, exp)
+    ref = oracle_result(sim, sim.schedule)
+    return res, ref
+
+
+# ---------------------------------------------------------------------- contract
+def test_registered_exact_with_capabilities():
+    eng = get_engine("event")
+    assert eng.name == "event" and eng.exact
+    assert {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"} <= eng.capabilities
+    assert type(eng).is_available() == (True, "")
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"n_thread": 2}, "unknown option"),
+    ({"n_threads": 0}, "n_threads"),
+    ({"ring_steps": 1000}, "ring_steps"),
+    ({"runaway_quiet_ms": -1.0}, "runaway_quiet_ms"),
+])
+def test_options_are_validated(options, field):
+    with pytest.raises(ValidationError, match=field):
+        get_engine("event", **options)
+
+
+def test_closed_form_matches_step_coefficients():
+    """x(1) = x a + c (a - b) g is Brian2's v_from_g; the engine's power tables iterate it."""
+    p = ModelParams()
+    co = p.step_coefficients()
+    c = p.tau_ms / (p.t_mbr_ms - p.tau_ms)
+    assert co.v_from_g == pytest.approx(c * (co.v_decay - co.g_decay), rel=1e-12)
+    v, g = co.v_0 + 0.002, 0.03
+    for k in range(1, 200):
+        v, g = co.v_const + (co.v_from_g * g + co.v_decay * v), co.g_decay * g
+    a, b = co.v_decay ** 199, co.g_decay ** 199
+    assert v - co.v_0 == pytest.approx(0.002 * a + c * (a - b) * 0.03, abs=1e-15)
+
+
+# ---------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("seed", range(6))
+def test_random_networks_match_oracle(seed, tmp_path):
+    net, sched, _ = _random_case(seed)
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    assert ref.n_spikes > 20
+    assert_same_spikes(res, ref, f"random network {seed}")
+
+
+@pytest.mark.parametrize("mode", ["outgoing", "both"])
+def test_random_networks_with_silencing(mode, tmp_path):
+    net, sched, silenced = _random_case(11, silence_mode=mode)
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2, silenced=silenced, silence_mode=mode)
+    assert ref.n_spikes > 20
+    assert_same_spikes(res, ref, f"silencing {mode}")
+
+
+def test_long_run_crosses_rebase_and_ring_laps(tmp_path):
+    """3000 steps (the state's base moves every 1024 steps); a ring of 1 bucket makes every
+    prediction wait through later laps."""
+    net, sched, _ = _random_case(5, n=20, n_driven=3, t_run=0.3, n_trials=1)
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.3, n_trials=1, ring_steps=1)
+    assert ref.n_spikes > 100 and ref.step.max() > 2048
+    assert_same_spikes(res, ref, "long run, ring of one bucket")
+
+
+def test_threads_do_not_change_spikes():
+    net, driven = random_network(80, 8, seed=2)
+    exp = Experiment(name="thr", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.1, n_trials=6, seed=9)
+    one = get_engine("event", n_threads=1).run(net, exp)
+    two = get_engine("event", n_threads=2).run(net, exp)
+    assert one.n_spikes > 0 and one.meta["n_threads"] == 1 and two.meta["n_threads"] == 2
+    assert spike_set(one) == spike_set(two)
+
+
+def test_engine_reuse_keeps_workspace_clean(tmp_path):
+    """A workspace is left in its initial state: a second run gives the same spikes."""
+    eng = get_engine("event", n_threads=1)
+    case = get_case("refractory")
+    exp = case.experiment(case.write_schedule(tmp_path / "k.parquet"))
+    first = eng.run(case.connectome, exp)
+    second = eng.run(case.connectome, exp)
+    assert first.n_spikes > 0 and spike_set(first) == spike_set(second)
+
+
+def test_progress_is_reported():
+    net, driven = random_network(30, 4, seed=0)
+    exp = Experiment(name="prog", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 100.0),),
+                     t_run=0.02, n_trials=3)
+    seen = []
+    get_engine("event", n_threads=1).run(net, exp, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+# ---------------------------------------------------------------------- beyond the reference
+def test_propagation_front(tmp_path):
+    case = get_case("chain")  # kicks at 3 and 250; strong hops 0 -> 1 -> 2 -> 3
+    exp = case.experiment(case.write_schedule(tmp_path / "k.parquet"))
+    res = get_engine("event").run(case.connectome, exp)
+    front = res.meta["first_spike_step"]
+    got = dict(zip(front["idx"].tolist(), front["first_spike_step"].tolist()))
+    assert [got[i] for i in range(4)] == [4, 23, 42, 61]
+    lat = dict(zip(front["idx"].tolist(), front["latency_steps"].tolist()))
+    assert [lat[i] for i in range(4)] == [1, 20, 39, 58]
+    first_in = dict(zip(front["idx"].tolist(), front["first_input_step"].tolist()))
+    assert first_in[0] == 3 and first_in[1] == 4 + 18
+    assert res.meta["stimulus_onset_step"] == [3]
+    assert res.meta["runaway"] == [] and res.meta["runaway_by_trial"] == [False]
+    assert res.meta["n_events"] > 0
+
+
+def test_runaway_sustained_without_input(tmp_path):
+    """A driven neuron (refractory 0) exciting itself fires every delay + 1 steps for ever."""
+    net = _net("loop", 3, [(0, 0, STRONG), (0, 1, STRONG)])
+    sched = InputSchedule(np.array([0]), np.array([0]), np.array([5]))
+    path = sched.write(tmp_path / "k.parquet", net.flywire_ids)
+    exp = Experiment(name="loop", t_run=0.25, n_trials=1, input_schedule=str(path))
+    res = get_engine("event").run(net, exp)
+    assert _steps(res, 0)[:3] == [6, 25, 44]
+    (ra,) = res.meta["runaway"]
+    assert ra["runaway"] is True and ra["trial"] == 0
+    assert ra["criterion"] == "sustained without input"
+    assert ra["onset_s"] == pytest.approx(6 * 1e-4)
+    assert res.meta["runaway_by_trial"] == [True]
+
+
+def test_runaway_activity_bound():
+    net, driven = random_network(120, 12, seed=1)
+    exp = Experiment(name="bound", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 200.0),),
+                     t_run=0.1, n_trials=2)
+    calm = get_engine("event").run(net, exp)
+    assert calm.meta["runaway"] == []
+    wild = get_engine("event", runaway_spikes_per_s=500.0).run(net, exp)
+    assert [r["trial"] for r in wild.meta["runaway"]] == [0, 1]
+    assert all(r["criterion"] == "activity bound" and 0 <= r["onset_s"] < 0.1 for r in wild.meta["runaway"])
+    assert spike_set(calm) == spike_set(wild)  # detection never changes the spikes
+
+
+def _steps(res, idx):
+    return sorted(res.step[res.idx == idx].tolist())
