@@ -260,3 +260,23 @@ def test_full_size_generation():
     assert np.unique(_keys(net)).shape[0] == net.n_connections
     builtin_experiment("sugar").resolve(net)
     print(f"full-size generation: {elapsed:.1f} s")
+
+
+
+def test_stale_generation_is_regenerated(tmp_path, monkeypatch):
+    """A cached folder from an older calibration (other knobs) is not silently reused."""
+    import json
+
+    from brainfly.connectome import synthetic as syn
+
+    original = syn.generate_synthetic
+    monkeypatch.setattr(syn, "generate_synthetic", lambda **kw: original(500, **kw))
+    folder = syn.ensure_synthetic(tmp_path, seed=3, progress=False)
+    meta = folder / syn.SYNTHETIC_FILES["meta"]
+    assert syn._is_current(folder)
+    info = json.loads(meta.read_text())
+    info["params"]["pathway_synapses"] = -1.0
+    meta.write_text(json.dumps(info))
+    assert not syn._is_current(folder)
+    again = syn.ensure_synthetic(tmp_path, seed=3, progress=False)
+    assert again == folder and syn._is_current(again)

@@ -766,6 +766,24 @@ def write_synthetic(connectome: Connectome, folder: Path | str) -> Path:
     return folder
 
 
+def _is_current(folder: Path) -> bool:
+    """True if *folder* is a finished generation by this generator version with today's knobs.
+
+    A folder left by an older calibration (same name, other parameters) is regenerated
+    rather than silently reused.
+    """
+    marker, meta = folder / SYNTHETIC_FILES["marker"], folder / SYNTHETIC_FILES["meta"]
+    if not (marker.is_file() and meta.is_file()):
+        return False
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    knobs = {k: v for k, v in (info.get("params") or {}).items() if k != "n_neurons"}
+    current = {k: v for k, v in json.loads(json.dumps(SyntheticParams().to_dict())).items() if k != "n_neurons"}
+    return info.get("generator") == f"brainfly.connectome.synthetic {GENERATOR_VERSION}" and knobs == current
+
+
 def ensure_synthetic(
     cache_dir: Path | str,
     *,
@@ -799,7 +817,7 @@ def ensure_synthetic(
     """
     cache_dir = Path(cache_dir)
     target = cache_dir / f"synthetic-{GENERATOR_VERSION}-seed{int(seed)}"
-    if (target / SYNTHETIC_FILES["marker"]).is_file() and (target / SYNTHETIC_FILES["meta"]).is_file():
+    if _is_current(target):
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     if neuron_list is None:
@@ -813,13 +831,13 @@ def ensure_synthetic(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=cache_dir))
     try:
         write_synthetic(net, tmp)
-        if target.exists() and not (target / SYNTHETIC_FILES["marker"]).is_file():
-            shutil.rmtree(target)  # never complete: only finished folders are renamed into place
+        if target.exists() and not _is_current(target):
+            shutil.rmtree(target)  # unfinished, or left by an older calibration
         try:
             os.replace(tmp, target)
         except OSError:
             # another process finished first (target exists and is non-empty): keep theirs
-            if not (target / SYNTHETIC_FILES["marker"]).is_file():
+            if not _is_current(target):
                 raise
     finally:
         if tmp.exists():
