@@ -220,6 +220,15 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def _stimulated_idx(connectome: Any, experiment: Any) -> Any:
+    """Model indices of the driven neurons (schedule neurons when a schedule drives them)."""
+    if experiment.input_schedule is not None:
+        from .schedule import InputSchedule
+
+        return InputSchedule.read(experiment.input_schedule, connectome).activated_idx
+    return experiment.resolve(connectome).activated_idx
+
+
 def _names(connectome: Any) -> dict[int, str]:
     try:
         from .connectome.lookup import neuron_names
@@ -242,12 +251,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_experiment(args.engine, connectome, experiment, out, engine_options=options,
                             resume=not args.no_resume, progress=not args.quiet)
     names = _names(connectome)
+    stimulated = _stimulated_idx(connectome, experiment)
     rates_path = out.with_name(out.stem + "_rates.csv")
     from .results import atomic_write
 
     rates = result.rates(names)
     atomic_write(rates_path, lambda tmp: rates.to_csv(tmp, index=False))
-    print(result.summary(names))
+    print(result.summary(names, stimulated_idx=stimulated))
     print(f"spikes written to {out}; per-neuron rates to {rates_path}")
     return 0
 
@@ -267,7 +277,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result = run_experiment(args.engine, connectome, experiment, out, progress=True)
     names = _names(connectome)
-    print(result.summary(names))
+    print(result.summary(names, stimulated_idx=_stimulated_idx(connectome, experiment)))
     mn9 = [i for i, n in names.items() if n == "MN9"]
     if mn9:
         rates = result.rates(names)

@@ -224,8 +224,18 @@ class SpikeResult:
             frame.insert(1, "name", [names.get(int(f), "") if hasattr(names, "get") else "" for f in frame["flywire_id"]])
         return frame.sort_values("mean_hz", ascending=False, kind="stable").reset_index(drop=True)
 
-    def summary(self, names: Any = None, top: int = 10) -> str:
-        """A readable summary: spikes, active neurons, top neurons by rate (with names)."""
+    def summary(self, names: Any = None, top: int = 10, stimulated_idx: Any = None) -> str:
+        """A readable summary: spikes, active neurons, top neurons by rate (with names).
+
+        Parameters
+        ----------
+        names : mapping flywire_id -> str, optional
+        top : int
+            How many neurons to list.
+        stimulated_idx : int array, optional
+            Model indices of the driven neurons: summarised in one line and left out of
+            the top list, which then shows the neurons the stimulus recruited.
+        """
         per_s = self.n_spikes / max(self.n_trials * self.t_run, 1e-12)
         per_trial_active = [np.unique(self.idx[self.trial == k]).size for k in self.trials]
         lines = [
@@ -239,8 +249,15 @@ class SpikeResult:
             if self.meta.get(key):
                 lines.append(f"{key}: {self.meta[key]}")
         rates = self.rates(names)
+        if stimulated_idx is not None and len(stimulated_idx):
+            stim_ids = set(self.flywire_ids[np.asarray(stimulated_idx, dtype=np.int64)].tolist())
+            driven = rates[rates.flywire_id.isin(stim_ids)]
+            lines.append(f"stimulated neurons: {len(stim_ids)}, mean rate "
+                         f"{driven.mean_hz.sum() / len(stim_ids):.1f} Hz")
+            rates = rates[~rates.flywire_id.isin(stim_ids)]
         if len(rates):
-            lines.append(f"top {min(top, len(rates))} neurons by rate:")
+            label = "recruited neurons" if stimulated_idx is not None else "neurons"
+            lines.append(f"top {min(top, len(rates))} {label} by rate:")
             for row in rates.head(top).itertuples():
                 name = getattr(row, "name", "") or ""
                 lines.append(f"  {row.flywire_id:>20d}  {name:<14s} {row.mean_hz:8.1f} Hz  (sem {row.sem_hz:.1f})")
