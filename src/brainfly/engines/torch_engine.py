@@ -676,7 +676,7 @@ class _BatchRunner:
                 # neuron that spiked keeps v_rst; the others get v + kick (same rounding)
                 v.index_add_(1, act, torch.where(spk[:, act], 0.0, kick_k))
 
-        compiled = torch.compile(step, dynamic=False, fullgraph=True)
+        compiled = torch.compile(step, dynamic=True, fullgraph=True)
         # compile now, on scratch copies of the state (same shapes, dtypes, alignment)
         scratch = [t.clone() for t in (self.v, self.g, self.cnt)]
         compiled(*scratch, self.rfc_set, self.inc[0], self.kick_buf[0], self.act_t, self.spk_buf[0].clone())
