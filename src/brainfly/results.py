@@ -271,6 +271,12 @@ def merge_results(parts: list[SpikeResult]) -> SpikeResult:
     first = parts[0]
     trials = sorted({k for p in parts for k in p.trials})
     meta = dict(first.meta)
+    digests = {k: v for p in parts for k, v in (p.meta.get("input_digests") or {}).items()}
+    if all(p.meta.get("input_digests") for p in parts) and len(digests) == len(trials):
+        from .schedule import combine_digests
+
+        meta["input_digests"] = digests
+        meta["input"] = combine_digests(digests)
     return SpikeResult(
         np.concatenate([p.trial for p in parts]),
         np.concatenate([p.idx for p in parts]),

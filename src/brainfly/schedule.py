@@ -15,14 +15,15 @@ the same input whatever the engine or the number of threads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from .errors import DataError, ValidationError
 
-__all__ = ["InputSchedule", "trial_seed_sequence", "draw_poisson"]
+__all__ = ["InputSchedule", "trial_seed_sequence", "draw_poisson", "combine_digests"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,23 @@ class InputSchedule:
             raise ValidationError(
                 f"{owner}: steps must lie in 0..{n_steps - 1} for this t_run (got {self.step.min()}..{self.step.max()})"
             )
+
+    def trial_digests(self, flywire_ids: np.ndarray, trials: Iterable[int]) -> dict[int, str]:
+        """SHA-256 of each trial's kicks as (flywire_id, step) pairs.
+
+        Two runs whose digests agree were driven by identical input, whether it came from
+        a schedule file or from the shared Poisson draws; the comparison uses this to
+        decide when spike-for-spike identity is expected.
+        """
+        fids = np.asarray(flywire_ids, dtype=np.int64)
+        bounds = {int(k): np.searchsorted(self.trial, [k, k + 1]) for k in trials}
+        out = {}
+        for k, (lo, hi) in bounds.items():
+            h = hashlib.sha256()
+            h.update(fids[self.idx[lo:hi]].astype("<i8").tobytes())
+            h.update(self.step[lo:hi].astype("<i8").tobytes())
+            out[k] = h.hexdigest()
+        return out
 
     # ------------------------------------------------------------ file I/O
     def to_frame(self, flywire_ids: np.ndarray) -> Any:
@@ -205,3 +223,14 @@ def draw_poisson(
     if not out_t:
         return InputSchedule(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int64))
     return InputSchedule(np.concatenate(out_t), np.concatenate(out_i), np.concatenate(out_s))
+
+
+def combine_digests(digests: dict[Any, str]) -> str:
+    """One fingerprint ``kicks:<sha256[:16]>`` for a set of per-trial input digests.
+
+    Independent of how the trials were split into chunks; keys are trial numbers.
+    """
+    h = hashlib.sha256()
+    for trial in sorted(digests, key=int):
+        h.update(f"{int(trial)}:{digests[trial]};".encode())
+    return "kicks:" + h.hexdigest()[:16]

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import EngineUnavailable, UnknownEngineError, UnsupportedFeature, suggest
 from ..experiment import Experiment, ResolvedExperiment
 from ..params import ModelParams, StepCoefficients
-from ..schedule import InputSchedule, draw_poisson
+from ..schedule import InputSchedule, combine_digests, draw_poisson
 
 __all__ = [
     "CAPABILITIES",
@@ -37,6 +37,7 @@ __all__ = [
     "engine_names",
     "available_engines",
     "prepare",
+    "record_input",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class SimulationInput:
     silenced_mask: np.ndarray
     schedule: InputSchedule | None
     _weight_v: np.ndarray | None = field(default=None, repr=False)
+    #: Per-trial digests of the kicks handed out by :meth:`kicks` (trial -> sha256).
+    kick_digests: dict[int, str] = field(default_factory=dict, repr=False)
 
     @property
     def params(self) -> ModelParams:
@@ -129,9 +132,12 @@ class SimulationInput:
         trials = list(trials)
         if self.schedule is not None:
             keep = np.isin(self.schedule.trial, trials)
-            return InputSchedule(self.schedule.trial[keep], self.schedule.idx[keep], self.schedule.step[keep])
-        return draw_poisson(self.activated_idx, self.activated_rate_hz, self.n_steps,
-                            self.params.dt_s, self.experiment.seed, trials)
+            kicks = InputSchedule(self.schedule.trial[keep], self.schedule.idx[keep], self.schedule.step[keep])
+        else:
+            kicks = draw_poisson(self.activated_idx, self.activated_rate_hz, self.n_steps,
+                                 self.params.dt_s, self.experiment.seed, trials)
+        self.kick_digests.update(kicks.trial_digests(self.connectome.flywire_ids, trials))
+        return kicks
 
 
 def prepare(connectome: Any, experiment: Experiment) -> SimulationInput:
@@ -230,7 +236,29 @@ class Engine(ABC):
             raise EngineUnavailable(f"engine {self.name!r} cannot run here: {reason}")
         sim = prepare(connectome, experiment)
         self.validate(sim)
-        return self.simulate(sim, list(range(experiment.n_trials)) if trials is None else list(trials), progress)
+        result = self.simulate(sim, list(range(experiment.n_trials)) if trials is None else list(trials), progress)
+        result.meta = dict(result.meta)
+        record_input(result, sim, self.name)
+        return result
+
+
+def record_input(result: "SpikeResult", sim: SimulationInput, engine_name: str) -> None:  # noqa: F821
+    """Write which input drove *result* into ``meta["input"]`` (and per-trial digests).
+
+    Engines that took their kicks from :meth:`SimulationInput.kicks` (explicit schedule
+    or brainfly's shared draws) get ``kicks:<digest>``, equal for equal input whatever
+    the engine; an engine that drew its own input (Brian2's PoissonInput) gets a label
+    no other engine shares, so no spike identity is expected from it.
+    """
+    digests = {k: sim.kick_digests[k] for k in result.trials if k in sim.kick_digests}
+    if len(digests) == len(result.trials):
+        result.meta["input_digests"] = {str(k): v for k, v in digests.items()}
+        result.meta["input"] = combine_digests(digests)
+    else:
+        result.meta.pop("input_digests", None)
+        how = result.meta.get("input") if isinstance(result.meta.get("input"), str) else "own"
+        result.meta["input_mode"] = how
+        result.meta["input"] = f"{engine_name}-{how}:seed={sim.experiment.seed}"
 
 
 # -------------------------------------------------------------------- registry
