@@ -218,7 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2, default=str)
     if args.out:
         Path(args.out).write_text(text)
-    print(text)
+    print(f"{'engine':8s} {'options':40s} {'trials':>6s} {'t_run':>6s} {'wall s':>8s} {'trial-s/s':>10s} "
+          f"{'spikes/trial-s':>14s}  digest   ({summary['connectome']})")
+    for r in records:
+        if "error" in r:
+            print(f"{r['engine']:8s} {json.dumps(r['options']):40s} {r['n_trials']:6d} {r['t_run_s']:6g}  "
+                  f"error: {r['error']}")
+            continue
+        print(f"{r['engine']:8s} {json.dumps(r['options']):40s} {r['n_trials']:6d} {r['t_run_s']:6g} "
+              f"{r['wall_s']:8.3f} {r['trial_seconds_per_wall_second']:10.4f} {r['spikes_per_trial_second']:14.0f}  "
+              f"{r['spikes_sha1'][:8]}")
+    if args.out:
+        print(f"records in {args.out}")
     return 0
 
 
