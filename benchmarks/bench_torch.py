@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(summary, indent=2, default=str)
     if args.out:
         Path(args.out).write_text(text)
+    else:
+        print(text)
     print(f"{'engine':8s} {'options':40s} {'trials':>6s} {'t_run':>6s} {'wall s':>8s} {'trial-s/s':>10s} "
           f"{'spikes/trial-s':>14s}  digest   ({summary['connectome']})")
     for r in records:
