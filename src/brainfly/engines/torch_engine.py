@@ -443,6 +443,10 @@ class TorchEngine(Engine):
                 "conditions_in_batch_run": len(sims),
                 "wall_s": wall,
                 "simulate_s": sim_s,
+                # the keys of the other engines: setup (state, kicks, compilation, graph
+                # capture), build (0: nothing to build), sim (the step loop)
+                "timings": {"setup_s": float(sim_s - info.get("loop_s", 0.0)), "build_s": 0.0,
+                            "sim_s": float(info.get("loop_s", 0.0)), "wall_s": float(wall)},
                 **info,
             }
             results.append(SpikeResult(
