@@ -424,6 +424,11 @@ class TorchEngine(Engine):
                 progress(done, len(rows))
         wall = time.perf_counter() - t_start
         torch_version = torch.__version__
+        device_info: dict[str, Any] = {"device": "cpu"}
+        if net.device.type == "cuda":
+            index = net.device.index if net.device.index is not None else torch.cuda.current_device()
+            device_info = {"device": f"cuda:{index}", "device_name": torch.cuda.get_device_name(index),
+                           "peak_gpu_mem_mb": float(torch.cuda.max_memory_allocated(index)) / 2**20}
         results = []
         for c, sim in enumerate(sims):
             parts = out[c]
@@ -439,6 +444,7 @@ class TorchEngine(Engine):
                 "exact": self.exact,
                 "choices": list(self.choices),
                 "torch_version": torch_version,
+                **device_info,
                 "rows_in_batch_run": len(rows),
                 "conditions_in_batch_run": len(sims),
                 "wall_s": wall,
