@@ -342,6 +342,7 @@ def test_gpu_mixed_batch_equals_separate_runs():
     exps = _conditions(net, driven)
     eng = get_engine("torch", device="cuda", dtype="float64")
     together = eng.run_batch(net, exps)
+    assert together[0].meta["device"].startswith("cuda") and together[0].meta["peak_gpu_mem_mb"] > 0
     for exp, res in zip(exps, together):
         assert _same(res, get_engine("torch").run(net, exp)), exp.name
 
