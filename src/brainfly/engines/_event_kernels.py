@@ -21,18 +21,43 @@ RUNAWAY_SUSTAINED = 2   #: spikes continued long after the last external input
 def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     """Arrays of one thread's workspace, in the initial state (the kernel restores it).
 
-    ``hot`` (float64, (n_neurons, 8)): the whole state of a neuron in one 64-byte record,
-    aligned to a cache line, so that an event or a prediction touches one line: P, Q, step
-    last touched, first step free of refractoriness, predicted spike step (-1: none),
-    first input step (-1: none), first spike step (-1: none), unused. Steps are stored as
-    float64 (exact below 2**53).
+    ``hot`` (float64, (n_neurons, 4)): what a synaptic event touches, one 32-byte record
+    per neuron aligned to half a cache line: P, Q, the step in which the neuron was last
+    queued for re-prediction, the step of its last input (-1: none yet). Steps are stored
+    as float64 (exact below 2**53). The rest is in int64 arrays (``cold``: first step free
+    of refractoriness, predicted spike step (-1: none), step the prediction was made, first
+    input step, first spike step), read only when a neuron is re-predicted or spikes.
     """
-    raw = np.zeros(n_neurons * 8 + 8, np.float64)
-    off = ((-raw.ctypes.data) % 64) // 8
-    hot = raw[off:off + n_neurons * 8].reshape(n_neurons, 8)
-    hot[:, 2] = -1.0
-    hot[:, 4:7] = -1.0
-    return {"hot": hot, "head": np.full(ring, -1, np.int64)}
+    hot = _aligned((n_neurons, 4))
+    hot[:, 2:4] = -1.0
+    cold = np.full((n_neurons, 5), -1, np.int64)
+    cold[:, 0] = 0
+    return {"hot": hot, "cold": cold, "head": np.full(ring, -1, np.int64)}
+
+
+def peak_table(a: float, b: float, rho_max: float = 64.0, size: int = 16384) -> tuple[np.ndarray, float]:
+    """``h(rho) = max_{t >= 0} (a^t - rho b^t)`` on a grid of rho (decreasing in rho).
+
+    The free trajectory ``x(t) = A a^t - B b^t`` (A = x + c g, B = c g > 0) peaks at
+    ``A h(B/A)``; the entry at or below ``B/A`` bounds it from above, which rejects most
+    candidates of a crossing search without a logarithm. Returns the table (with a margin
+    of 1e-12 relative) and the number of entries per unit of rho.
+    """
+    rho = np.arange(size, dtype=np.float64) * (rho_max / size)
+    la, lb = np.log(a), np.log(b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = rho * lb / la
+        t = np.where(ratio > 1.0, np.log(np.maximum(ratio, 1e-300)) / (la - lb), 0.0)
+    h = np.power(a, t) - rho * np.power(b, t)
+    return h * (1.0 + 1e-12) + 1e-300, size / rho_max
+
+
+def _aligned(shape: tuple[int, int]) -> np.ndarray:
+    """Zeroed float64 array aligned to 64 bytes (a record never straddles two cache lines)."""
+    n = shape[0] * shape[1]
+    buf = np.zeros(n * 8 + 64, np.uint8)
+    off = (-buf.ctypes.data) % 64
+    return buf[off:off + n * 8].view(np.float64).reshape(shape)
 
 
 @njit(cache=True, nogil=True)
@@ -58,7 +83,7 @@ def _pow(tab, base_log, k):
 
 @njit(cache=True, nogil=True)
 def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
-                    v_const, v_decay, v_from_g, g_decay, k_max):
+                    v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho):
     """First k in 1..k_max with v(k) > v_th for the free trajectory from (v, g), or -1.
 
     Closed form x(k) = x a^k + c (a^k - b^k) g (x = v - v0). An analytic bound rejects
@@ -70,11 +95,22 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
         return -1
     x = v - v0
     x_th = v_th - v0
+    # k = 1 (a kick, or a strong input): one Brian2 step decides
+    v1 = v_const + (v_from_g * g + v_decay * v)
+    if v1 > v_th:
+        return 1
     if g > 0.0:
         big_a = x + c * g  # sup of the trajectory (x(t) < A for all t > 0)
         if big_a <= x_th:
             return -1
         big_b = c * g
+        # tabulated continuous peak: max_t x(t) = A h(B/A), h decreasing; the table
+        # entry at or below B/A bounds it from above
+        j = int((big_b / big_a) * h_per_rho)
+        if j >= htab.shape[0]:
+            j = htab.shape[0] - 1
+        if big_a * htab[j] < x_th:
+            return -1
         # continuous peak t* (steps): a^t A log a = b^t B log b
         ratio = (big_b * log_b) / (big_a * log_a)
         if ratio <= 1.0:
@@ -120,7 +156,7 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
         found = lo
     # Exact stepping with Brian2's update near the crossing: start from the closed form
     # a few steps before and iterate v' = v_const + (v_from_g*g + v_decay*v).
-    k0 = lo_k - 3
+    k0 = lo_k - 2
     if k0 < 0:
         k0 = 0
     if k0 == 0:
@@ -131,7 +167,7 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
         b0 = _pow(bpow, log_b, k0)
         vv = v0 + (x * a0 + c * (a0 - b0) * g)
         gg = g * b0
-    k_end = lo_k + 3
+    k_end = lo_k + 1
     if k_end > k_max:
         k_end = k_max
     k = k0
@@ -150,30 +186,34 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
-              hot, head,
+              htab, h_per_rho, hot, cold, head,
               runaway_window, runaway_count, runaway_quiet):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
-    State of neuron i (free trajectory, steps n counted from the current base step B):
-    ``x(n) = P a^(n-B) - Q b^(n-B)``, ``g(n) = Q b^(n-B) / c`` with ``hot[i] = (P, Q,
-    mark, ...)`` (see :func:`new_workspace`). Input at step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)`` to Q (a kick
-    adds ``kick a^-(m-B)`` to P): no per-event advance, one cache line per event. Input
-    during the refractory period is added too and then discarded: at the release step
-    (spike step + max(rfc, 1)) P and Q are set to the reset state. B moves forward every
-    ``rebase`` steps (P *= a^rebase, Q *= b^rebase for the neurons reached) so that
-    ``a^-k``, ``b^-k`` stay far from overflow.
+    State of neuron i (free trajectory; steps n counted from the current base step B):
+    ``x(n) = P a^(n-B) - Q b^(n-B)``, ``g(n) = Q b^(n-B) / c``, with ``(P, Q) = hot[i, :2]``.
+    Input at step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)`` to Q (a kick adds
+    ``kick a^-(m-B)`` to P): no per-event advance, one half cache line per event. ``A =
+    P a^(n-B) = x + c g`` bounds the free trajectory, so only a neuron whose A (or, with
+    g <= 0, x) lies above threshold is queued for re-prediction. A prediction is never
+    invalidated eagerly: inhibition can only delay or cancel a crossing, so a popped
+    prediction whose neuron had input since is checked (x at that step above threshold:
+    spike; else predicted again from there). Input during the refractory period is added
+    too and discarded: at the release step (spike step + max(rfc, 1)) P and Q are set to
+    the reset state. B moves forward every ``rebase`` steps (P *= a^rebase, Q *= b^rebase
+    for the neurons reached) so that ``a^-k``, ``b^-k`` stay far from overflow.
 
     Returns
     -------
     sp_idx : int32 array, sp_step : int64 array, n_spikes : int
         Spikes (sorted by step, then neuron) in the first n_spikes entries.
     reached : int64 array, first_in, first_sp : int64 arrays, n_reached : int
-        Neurons that received input (first n_reached entries), with the step of their
-        first input and first spike (-1: none).
+        Neurons that received input (first n_reached entries, in the order reached), with
+        the step of their first input and first spike (-1: none).
     runaway_kind : int, runaway_onset : int
         RUNAWAY_* code and the onset step (-1 when none).
     counters : int64 array (4,)
-        Synaptic events, neuron-steps re-predicted, detailed crossing searches, predictions.
+        Synaptic events, neurons queued for re-prediction, crossing searches, predictions.
     """
     log_a = math.log(a)
     log_b = math.log(b)
@@ -235,14 +275,15 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
         cb = c * binv[kb]
         ak_n = apow[kb]
         bk_n = bpow[kb]
-        # ---------------------------------------------------------------- 1. spikes
         if n_sp + n_neurons > sp_idx.shape[0]:
             sp_idx = _grow_i32(sp_idx, n_sp)
             sp_step = _grow_i64(sp_step, n_sp)
-        if n_e + n_neurons > e_nrn.shape[0]:
+        if n_e + 2 * n_neurons > e_nrn.shape[0]:
             e_nrn = _grow_i64(e_nrn, n_e)
             e_step = _grow_i64(e_step, n_e)
             e_next = _grow_i64(e_next, n_e)
+
+        # ---------------------------------------------------------------- 1. spikes
         start = n_sp
         bkt = n & ring_mask
         e = head[bkt]
@@ -251,13 +292,49 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
             nxt = e_next[e]
             if e_step[e] == n:
                 i = e_nrn[e]
-                if hot[i, 4] == fn:
-                    hot[i, 4] = -1.0
-                    sp_idx[n_sp] = i
-                    sp_step[n_sp] = n
-                    n_sp += 1
                 e_next[e] = free_e
                 free_e = e
+                if cold[i, 1] == n:
+                    spike = True
+                    if hot[i, 3] > cold[i, 2]:
+                        # input since the prediction (inhibition, or too little to matter):
+                        # check the crossing, else predict again from step n - 1
+                        pp = hot[i, 0]
+                        qq = hot[i, 1]
+                        if not (pp * ak_n - qq * bk_n > x_th):
+                            spike = False
+                            n_detail += 1
+                            if kb >= 1:
+                                a1 = apow[kb - 1]
+                                b1 = bpow[kb - 1]
+                            else:  # just rebased: step n - 1 lies before the base
+                                a1 = ainv[1]
+                                b1 = binv[1]
+                            qb = qq * b1
+                            k = _first_crossing(v0 + (pp * a1 - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                                apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
+                                                htab, h_per_rho)
+                            m = n - 1 + k if k > 0 else -1
+                            cold[i, 2] = n - 1
+                            if m == n:
+                                spike = True
+                            elif m > n:
+                                n_hit += 1
+                                cold[i, 1] = m
+                                f2 = free_e  # the entry just freed
+                                free_e = e_next[f2]
+                                e_nrn[f2] = i
+                                e_step[f2] = m
+                                b2 = m & ring_mask
+                                e_next[f2] = head[b2]
+                                head[b2] = f2
+                            else:
+                                cold[i, 1] = -1
+                    if spike:
+                        cold[i, 1] = -1
+                        sp_idx[n_sp] = i
+                        sp_step[n_sp] = n
+                        n_sp += 1
             else:  # a later lap of the ring: keep
                 e_next[e] = head[bkt]
                 head[bkt] = e
@@ -273,9 +350,9 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
         for p in range(start, n_sp):
             i = sp_idx[p]
             r = rfc[i]
-            hot[i, 3] = fn + (r if r > 1 else 1)
-            if hot[i, 6] < 0.0:
-                hot[i, 6] = fn
+            cold[i, 0] = n + (r if r > 1 else 1)
+            if cold[i, 4] < 0:
+                cold[i, 4] = n
             if not is_driven[i]:
                 n_new += 1
         step_ptr[n + 1] = n_sp
@@ -313,6 +390,8 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                     hot[i, 1] = 0.0
 
         # ---------------------------------------------------------------- 3. input
+        # Queue a neuron for re-prediction (once per step) where a crossing is possible
+        # (A, or x when g <= 0, above threshold) or when it is reached for the first time.
         n_touched = 0
         src = n - delay
         if src >= 0:
@@ -320,9 +399,7 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                 j = sp_idx[p]
                 if skip_pre[j]:
                     continue
-                k0 = indptr[j]
-                k1 = indptr[j + 1]
-                for k in range(k0, k1):
+                for k in range(indptr[j], indptr[j + 1]):
                     w = weight[k] * w_scale
                     if w == 0.0:
                         continue
@@ -332,19 +409,21 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                     qq = hot[t, 1] + w * cb
                     hot[t, 0] = pp
                     hot[t, 1] = qq
-                    # re-predict only where a crossing is possible (A = x + c g above
-                    # threshold, or g <= 0), a prediction may be invalidated, or the
-                    # neuron is reached for the first time
-                    if hot[t, 2] != fn and (pp * ak_n > x_th or qq <= 0.0 or hot[t, 4] >= 0.0
-                                            or hot[t, 5] < 0.0):
-                        hot[t, 2] = fn
-                        touched[n_touched] = t
-                        n_touched += 1
+                    mk = hot[t, 2]
+                    li = hot[t, 3]
+                    hot[t, 3] = fn
+                    if mk != fn:
+                        val = pp * ak_n - min(qq, 0.0) * bk_n
+                        if val > x_th or li < 0.0:
+                            hot[t, 2] = fn
+                            touched[n_touched] = t
+                            n_touched += 1
         pk = kick * ainv[kb]
         while kp < n_kicks and kick_step[kp] == n:
             t = kick_idx[kp]
             kp += 1
             hot[t, 0] += pk
+            hot[t, 3] = fn
             if hot[t, 2] != fn:
                 hot[t, 2] = fn
                 touched[n_touched] = t
@@ -354,32 +433,39 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
         n_pred += n_touched
         for q in range(n_touched):
             t = touched[q]
-            if hot[t, 5] < 0.0:
-                hot[t, 5] = fn
+            if cold[t, 3] < 0:
+                cold[t, 3] = n
                 reached[n_reached] = t
                 n_reached += 1
-            if fn < hot[t, 3]:
+            if n < cold[t, 0]:
                 continue  # refractory or spiking now: the input is dropped at release
             pp = hot[t, 0]
             qq = hot[t, 1]
-            if qq > 0.0:
-                if pp * ak_n <= x_th:  # A = x + c g bounds the whole trajectory
-                    hot[t, 4] = -1.0
-                    continue
-            qb = qq * bk_n
-            x = pp * ak_n - qb
-            if qq <= 0.0 and x <= x_th:
-                hot[t, 4] = -1.0
+            val = pp * ak_n - min(qq, 0.0) * bk_n
+            cold[t, 2] = n
+            if not (val > x_th):
+                cold[t, 1] = -1
                 continue
+            qb = qq * bk_n
+            if qq > 0.0:
+                # tabulated peak bound (see _first_crossing), here to save the call
+                big_a = pp * ak_n
+                j = int((qb / big_a) * h_per_rho)
+                if j >= htab.shape[0]:
+                    j = htab.shape[0] - 1
+                if big_a * htab[j] < x_th:
+                    cold[t, 1] = -1
+                    continue
             n_detail += 1
-            k = _first_crossing(v0 + x, qb / c, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
-                                v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n)
-            if k < 0:
-                hot[t, 4] = -1.0
+            k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
+                                htab, h_per_rho)
+            m = n + k if k > 0 else -1
+            if m < 0:
+                cold[t, 1] = -1
                 continue
             n_hit += 1
-            m = n + k
-            hot[t, 4] = float(m)
+            cold[t, 1] = m
             if free_e >= 0:
                 e = free_e
                 free_e = e_next[e]
@@ -397,15 +483,17 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
     first_sp = np.empty(n_reached, np.int64)
     for q in range(n_reached):
         t = reached[q]
-        first_in[q] = int(hot[t, 5])
-        first_sp[q] = int(hot[t, 6])
+        first_in[q] = cold[t, 3]
+        first_sp[q] = cold[t, 4]
         hot[t, 0] = 0.0
         hot[t, 1] = 0.0
         hot[t, 2] = -1.0
-        hot[t, 3] = 0.0
-        hot[t, 4] = -1.0
-        hot[t, 5] = -1.0
-        hot[t, 6] = -1.0
+        hot[t, 3] = -1.0
+        cold[t, 0] = 0
+        cold[t, 1] = -1
+        cold[t, 2] = -1
+        cold[t, 3] = -1
+        cold[t, 4] = -1
     counters[0] = n_events
     counters[1] = n_pred
     counters[2] = n_detail

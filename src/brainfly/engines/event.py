@@ -204,6 +204,7 @@ class EventEngine(Engine):
         ks = np.arange(n_steps + 2, dtype=np.float64)
         apow = np.power(a, ks)
         bpow = np.power(b, ks)
+        htab, h_per_rho = K.peak_table(a, b)
         kinv = -np.arange(rebase + 1, dtype=np.float64)
         ainv = np.power(a, kinv)
         binv = np.power(b, kinv)
@@ -243,7 +244,8 @@ class EventEngine(Engine):
                     np.ascontiguousarray(kicks.step[lo:hi], dtype=np.int64),
                     n_steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
                     a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
-                    ws["hot"], ws["head"],
+                    htab, h_per_rho,
+                    ws["hot"], ws["cold"], ws["head"],
                     window, count, quiet,
                 )
                 sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached, kind, onset, counters = out
