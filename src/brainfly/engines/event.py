@@ -21,27 +21,34 @@ Between two inputs a neuron's trajectory is closed form. With ``x = v - v_0``,
     x(n) = x a^n + c (a^n - b^n) g,      g(n) = g b^n
 
 (the exact solution that Brian2's ``method='linear'`` iterates; ``v_from_g = c (a - b)``,
-checked against :class:`~brainfly.params.StepCoefficients` by the tests). The state of a
-neuron is therefore kept as ``(v, g)`` at the step of its last input and advanced lazily,
-with precomputed power tables ``a^n``, ``b^n`` (no ``exp`` in the hot loop); a neuron that
-receives no input is never touched.
+checked against :class:`~brainfly.params.StepCoefficients` by the tests). Equivalently,
+in absolute steps and relative to a base step B, every free trajectory is
+``x(n) = P a^(n-B) - Q b^(n-B)`` with ``g(n) = Q b^(n-B) / c``. The engine keeps ``(P, Q)``
+per neuron: an input ``w`` onto g in step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)``
+to Q (a kick adds ``kick a^-(m-B)`` to P) with per-step constants from precomputed power
+tables, so an event costs two multiply-adds on one 32-byte record and no ``exp``; a
+neuron that receives no input is never touched. B moves every 1024 steps (P, Q of the
+neurons reached are rescaled), which keeps ``a^-k``, ``b^-k`` far from overflow.
 
-After each step's input to a neuron the engine decides whether, and when, its free
-trajectory crosses threshold before any further input: ``x(t) < A = x + c g`` bounds it
-analytically (almost every call stops here); otherwise the discrete peak follows from the
+After a step's input, ``A = x + c g = P a^(n-B)`` bounds the neuron's free trajectory
+(``x(t) < A``); only a neuron whose A (or, when g <= 0, x) exceeds ``v_th - v_0`` is
+re-predicted. Its first crossing: one Brian2 step decides k = 1; a tabulated continuous
+peak ``A h(c g / A)`` rejects most other candidates; the discrete peak follows from the
 continuous one, bisection on the rising part finds the first step above ``v_th``, and
-Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` is iterated from a few
-steps before to confirm it. A crossing is put into a calendar queue (a ring of buckets,
-one per step; stale entries are recognised by the neuron's current prediction). The spike
-record itself serves as the 18-step delay buffer. Per step:
+Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` is iterated from two
+steps before to confirm it. A crossing goes into a calendar queue (a ring of buckets, one
+per step). Predictions are not invalidated eagerly: inhibition can only delay or cancel a
+crossing, so when a prediction is due and its neuron had input since, x at that step is
+checked (above threshold: spike; else predicted again). The spike record itself is the
+18-step delay buffer. Per step:
 
-1. pop this step's predicted crossings -> spikes (sorted by neuron index);
-2. deliver the synaptic events of the spikes of ``step - delay`` (targets advanced to this
-   step, ``g += w``; nothing reaches a neuron that is refractory or spikes in this step)
-   and the Poisson kicks (``v += kick``);
-3. reset the spikers (``v = v_rst``, ``g = 0``, integration and input resume at
-   ``step + max(rfc, 1)``);
-4. re-predict only the neurons touched in this step.
+1. pop this step's predicted crossings -> spikes (sorted by neuron index), and mark the
+   spikers refractory;
+2. release the neurons whose refractory period ends: (P, Q) := the reset state at the
+   previous step (input that reached them meanwhile, added to P and Q like any other,
+   is discarded here: Brian2 drops input to a refractory or spiking neuron);
+3. deliver the synaptic events of the spikes of ``step - delay`` and the Poisson kicks;
+4. re-predict the neurons queued in step 3.
 
 The kernels (:mod:`brainfly.engines._event_kernels`) are numba ``njit(cache=True,
 nogil=True)`` functions with no per-step Python; trials run in parallel threads, one
@@ -57,7 +64,9 @@ round-off only (a few ulp of ``v``; Brian2's own C++ standalone build with
 ``-ffast-math`` differs from its numpy target by as much). Spike identity, the
 criterion of the conformance suite, holds unless a membrane potential lands within
 round-off (~1e-17 V) of ``v_th``; on a continuous-valued trajectory that has probability
-of order 1e-14 per input.
+of order 1e-14 per input. Near a crossing the engine iterates Brian2's own update, so
+the decision is taken with Brian2's arithmetic from a state that differs from Brian2's
+by round-off only.
 
 Beyond the reference
 --------------------

@@ -1,0 +1,181 @@
+"""Speed of the event-driven engine on the full-size brain, next to Brian2 standalone.
+
+Cases (the connectome is the full-size synthetic one unless ``--data`` says otherwise;
+results on a generated connectome are labelled SYNTHETIC):
+
+- ``load``: loading the connectome from brainfly's CSR cache (in this process);
+- ``sugar 1x1s 1thr``: 21 sugar GRNs at 200 Hz, 1 trial x 1 s on one thread
+  (target: < 0.01 s of simulation, i.e. 100x faster than real time);
+- ``sugar 30x1s 2thr``: 30 trials x 1 s on 2 threads (target < 0.2 s);
+- ``broad 1x1s 1thr``: a high-activity case, ``--broad-n`` random neurons at
+  ``--broad-rate`` Hz, which drives the brain to a runaway-like state of ~400k spikes/s
+  (target: faster than real time);
+- peak memory (resident set of this process after the event-engine runs, before Brian2).
+
+Each case is run ``--repeat`` times after a warm-up (numba's compiled kernels come from
+its on-disk cache); the best time is reported. ``sim_s`` is the engine's own simulation
+time (``meta['timings_s']['simulate']``), ``run_s`` the whole ``Engine.run`` (preparation
+and Poisson draws included).
+
+Brian2 standalone runs the same experiments (the same Poisson kicks, replayed as an input
+schedule) for ``--brian2-t-run`` seconds of model time (1 trial; it is slow on the full
+brain), its simulation rate is compared with the event engine's as a ratio, and the
+event engine's spikes over the same window are checked to be identical. For 30 trials the
+Brian2 time is extrapolated from its 1-trial rate (marked ``~``).
+
+Usage::
+
+    python benchmarks/bench_event.py                      # everything, Brian2 for 0.1 s
+    python benchmarks/bench_event.py --no-brian2          # event engine only
+    python benchmarks/bench_event.py --brian2-t-run 1.0 --out bench_event.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainfly.connectome.datasets import load_connectome
+from brainfly.engines.base import get_engine, prepare
+from brainfly.experiment import Experiment, StimulusSet, builtin_experiment
+
+__all__ = ["main"]
+
+
+def _sugar(n_trials: int, t_run: float, seed: int) -> Experiment:
+    return builtin_experiment("sugar").with_(n_trials=n_trials, t_run=t_run, seed=seed)
+
+
+def _broad(net: Any, n: int, rate: float, n_trials: int, t_run: float, seed: int) -> Experiment:
+    rng = np.random.default_rng(12345)
+    ids = net.flywire_ids[np.sort(rng.choice(net.n_neurons, n, replace=False))]
+    return Experiment(name=f"broad-{n}@{rate:g}Hz", stimuli=(StimulusSet(tuple(int(i) for i in ids), rate, "broad"),),
+                      t_run=t_run, n_trials=n_trials, seed=seed)
+
+
+def _time_event(net: Any, exp: Experiment, n_threads: int, repeat: int) -> dict[str, Any]:
+    eng = get_engine("event", n_threads=n_threads)
+    best: dict[str, Any] = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = eng.run(net, exp)
+        run_s = time.perf_counter() - t0
+        sim_s = res.meta["timings_s"]["simulate"]
+        if not best or sim_s < best["sim_s"]:
+            n_trial_s = exp.n_trials * exp.t_run
+            best = {
+                "sim_s": sim_s, "run_s": run_s, "spikes_per_trial_s": res.n_spikes / n_trial_s,
+                "active": int(res.active_idx().size), "events": res.meta["n_events"],
+                "runaway_trials": len(res.meta["runaway"]),
+                "x_real_time": n_trial_s / sim_s,
+            }
+    return best
+
+
+def _brian2(net: Any, exp: Experiment, t_run: float, tmp: Path) -> dict[str, Any]:
+    """Brian2 standalone on the same kicks for t_run seconds; spike identity with the event engine."""
+    exp1 = exp.with_(n_trials=1, t_run=t_run)
+    sim = prepare(net, exp1)
+    path = sim.kicks([0]).write(tmp / f"{exp.name}-kicks.parquet", net.flywire_ids)
+    exp_s = exp1.with_(input_schedule=str(path))
+    b2 = get_engine("brian2-standalone")
+    t0 = time.perf_counter()
+    ref = b2.run(net, exp_s)
+    wall = time.perf_counter() - t0
+    timings = ref.meta.get("timings", {})
+    sim_s = float(timings.get("sim_s") or wall)
+    ev = get_engine("event", n_threads=1).run(net, exp_s)
+    a = set(zip(ev.idx.tolist(), ev.step.tolist()))
+    b = set(zip(ref.idx.tolist(), ref.step.tolist()))
+    return {"t_run": t_run, "wall_s": wall, "sim_s": sim_s, "build_s": float(timings.get("build_s", 0.0)),
+            "sim_s_per_trial_s": sim_s / t_run, "spikes": ref.n_spikes, "identical": a == b,
+            "n_differ": len(a ^ b)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="synthetic", help="dataset name or folder (default synthetic)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions per case (best is kept)")
+    ap.add_argument("--broad-n", type=int, default=3000, help="neurons driven in the high-activity case")
+    ap.add_argument("--broad-rate", type=float, default=100.0, help="their rate, Hz")
+    ap.add_argument("--no-brian2", action="store_true", help="skip Brian2 standalone")
+    ap.add_argument("--brian2-t-run", type=float, default=0.1, help="model seconds for Brian2 (default 0.1)")
+    ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = ap.parse_args(argv)
+
+    rows: list[tuple[str, str, str, str]] = []
+    record: dict[str, Any] = {"python": sys.version.split()[0], "machine": platform.machine(),
+                              "processor": platform.processor()}
+    t0 = time.perf_counter()
+    net = load_connectome(args.data, progress=False)
+    load_s = time.perf_counter() - t0
+    record["load_s"] = load_s
+    record["connectome"] = net.label
+    record["cache"] = net.meta.get("cache")
+    print(f"connectome {net.label}: {net.n_neurons:,} neurons, {net.n_connections:,} connections")
+    rows.append(("load (CSR cache)", f"{load_s:.3f} s", "", f"cache: {net.meta.get('cache', '?')}"))
+
+    t0 = time.perf_counter()
+    get_engine("event", n_threads=1).run(net, _sugar(1, 0.01, args.seed))  # numba kernels from cache
+    record["warmup_s"] = time.perf_counter() - t0
+
+    cases = [
+        ("sugar 1x1s 1thr", _sugar(1, 1.0, args.seed), 1, 0.01),
+        ("sugar 30x1s 2thr", _sugar(30, 1.0, args.seed), 2, 0.2),
+        ("broad 1x1s 1thr", _broad(net, args.broad_n, args.broad_rate, 1, 1.0, args.seed), 1, 1.0),
+    ]
+    record["cases"] = {}
+    for name, exp, threads, target in cases:
+        fig = _time_event(net, exp, threads, args.repeat if exp.n_trials == 1 else max(1, args.repeat - 1))
+        fig["target_s"] = target
+        record["cases"][name] = fig
+        print(f"{name}: sim {fig['sim_s']:.4f} s, run {fig['run_s']:.4f} s, {fig['spikes_per_trial_s']:,.0f} spikes "
+              f"per trial-second, {fig['events']:,} events, {fig['x_real_time']:.1f}x real time", flush=True)
+    record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    if not args.no_brian2:
+        with tempfile.TemporaryDirectory(prefix="bench_event_") as tmp:
+            b2_sugar = _brian2(net, cases[0][1], args.brian2_t_run, Path(tmp))
+            print(f"brian2-standalone sugar {args.brian2_t_run} s: {b2_sugar}", flush=True)
+            b2_broad = _brian2(net, cases[2][1], args.brian2_t_run, Path(tmp))
+            print(f"brian2-standalone broad {args.brian2_t_run} s: {b2_broad}", flush=True)
+        record["brian2"] = {"sugar": b2_sugar, "broad": b2_broad}
+
+    for name, exp, threads, target in cases:
+        fig = record["cases"][name]
+        ok = "ok" if fig["sim_s"] < target else "MISSED"
+        ratio = ""
+        if "brian2" in record:
+            b2 = record["brian2"]["broad" if name.startswith("broad") else "sugar"]
+            b2_s = b2["sim_s_per_trial_s"] * exp.n_trials * exp.t_run
+            approx = "~" if exp.t_run != b2["t_run"] or exp.n_trials != 1 else ""
+            ratio = (f"brian2 {approx}{b2_s:.1f} s -> {approx}{b2_s / fig['sim_s']:.0f}x faster; "
+                     f"spikes identical over {b2['t_run']} s: {b2['identical']}")
+        rows.append((name, f"{fig['sim_s']:.4f} s (run {fig['run_s']:.3f} s)",
+                     f"target < {target:g} s: {ok}; {fig['x_real_time']:.1f}x real time; "
+                     f"{fig['spikes_per_trial_s']:,.0f} spikes/trial-s", ratio))
+    mem = record["peak_rss_mib"]
+    rows.append(("peak memory (RSS)", f"{mem:,.0f} MiB", f"target < 1024 MiB: {'ok' if mem < 1024 else 'MISSED'}", ""))
+
+    print()
+    print(f"event engine on {net.label}  (python {record['python']}, {record['machine']})")
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
