@@ -349,6 +349,14 @@ class TorchEngine(Engine):
             If the experiments differ in ``t_run`` or ``params``, or the list is empty.
         UnsupportedFeature
             If one of them needs something this configuration cannot do.
+
+        Examples
+        --------
+        A silencing screen, one condition per candidate neuron, as one batch::
+
+            base = builtin_experiment("sugar").with_(n_trials=1)
+            screen = [base.with_(name=f"silence-{fid}", silenced=(fid,)) for fid in candidates]
+            results = get_engine("torch", device="cuda", batch_size=len(screen)).run_batch(net, screen)
         """
         experiments = list(experiments)
         if not experiments:
