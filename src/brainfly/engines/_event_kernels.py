@@ -409,12 +409,11 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                     qq = hot[t, 1] + w * cb
                     hot[t, 0] = pp
                     hot[t, 1] = qq
-                    mk = hot[t, 2]
                     li = hot[t, 3]
                     hot[t, 3] = fn
-                    if mk != fn:
-                        val = pp * ak_n - min(qq, 0.0) * bk_n
-                        if val > x_th or li < 0.0:
+                    val = pp * ak_n - min(qq, 0.0) * bk_n
+                    if val > x_th or li < 0.0:
+                        if hot[t, 2] != fn:
                             hot[t, 2] = fn
                             touched[n_touched] = t
                             n_touched += 1
