@@ -228,7 +228,7 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
     # and ``reached`` at most once per step / trial; the spike record and the prediction
     # entries grow, if needed, only at the top of a step, by at least n_neurons.
     n_neurons = hot.shape[0]
-    cap_e = n_neurons + 1024
+    cap_e = 2 * n_neurons + 1024
     e_nrn = np.empty(cap_e, np.int64)
     e_step = np.empty(cap_e, np.int64)
     e_next = np.empty(cap_e, np.int64)
