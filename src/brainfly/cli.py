@@ -156,7 +156,7 @@ def run_experiment(engine_name: str, connectome: Any, experiment: Any, out: Path
     engine = get_engine(engine_name, **options)
     n_trials = experiment.n_trials
     if chunk_trials is None:
-        chunk_trials = n_trials if n_trials <= 8 else max(2, min(8, n_trials // 4))
+        chunk_trials = max(1, int(getattr(engine, "trials_per_chunk", 8)))
     chunks = [list(range(k, min(k + chunk_trials, n_trials))) for k in range(0, n_trials, chunk_trials)]
     parts_dir = out.with_name(out.name + ".parts") if out is not None else None
     fingerprint = _fingerprint(experiment, connectome, engine_name, options)

@@ -189,6 +189,10 @@ class Engine(ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     exact: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    #: Trials the CLI hands to one ``run`` call (each chunk is written to disk before the
+    #: next starts, so an interrupted run resumes): small for slow engines, large for
+    #: engines that batch trials (a GPU batch wants all of them at once).
+    trials_per_chunk: ClassVar[int] = 8
 
     def __init__(self, **options: Any) -> None:
         self.options = options
