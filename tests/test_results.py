@@ -53,3 +53,27 @@ def test_merge():
     b = SpikeResult(b.trial[b.trial == 1], b.idx[b.trial == 1], b.step[b.trial == 1], b.flywire_ids, [1], 10000, 1e-4, "x")
     m = merge_results([b, a])
     assert m.trials == [0, 1] and m.n_spikes == 4
+
+
+def test_header_is_json_with_large_arrays_summarised(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    r = make()
+    r.meta = {"small": np.arange(3), "n": np.int64(5),
+              "first_spike_step": {"trial": np.zeros(5000, np.int32), "idx": np.zeros(5000, np.int32),
+                                   "first_input_step": np.zeros(5000), "first_spike_step": np.zeros(5000),
+                                   "latency_steps": np.zeros(5000)}}
+    path = r.write_parquet(tmp_path / "s.parquet")
+    header = json.loads(pq.read_table(path).schema.metadata[b"brainfly"])
+    assert header["meta"]["small"] == [0, 1, 2] and header["meta"]["n"] == 5
+    assert "not stored" in header["meta"]["first_spike_step"]["idx"]
+    front = r.propagation_front()
+    assert len(front) == 5000 and list(front.columns)[:2] == ["trial", "flywire_id"]
+
+
+def test_unsorted_input_is_sorted_and_sorted_input_kept():
+    r = SpikeResult(trial=[0, 0, 0], idx=[5 % 3, 1, 0], step=[2, 2, 1], flywire_ids=np.arange(3),
+                    trials=[0], n_steps=10, dt_s=1e-4, exp_name="x")
+    assert r.step.tolist() == [1, 2, 2] and r.idx.tolist() == [0, 1, 2]

@@ -259,6 +259,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     atomic_write(rates_path, lambda tmp: rates.to_csv(tmp, index=False))
     print(result.summary(names, stimulated_idx=stimulated))
     print(f"spikes written to {out}; per-neuron rates to {rates_path}")
+    front = result.propagation_front()
+    if front is not None:
+        front_path = out.with_name(out.stem + "_front.parquet")
+        atomic_write(front_path, lambda tmp: front.to_parquet(tmp, index=False))
+        print(f"propagation front (first spike latency of every neuron reached) in {front_path}")
     return 0
 
 

@@ -19,6 +19,33 @@ import numpy as np
 __all__ = ["SpikeResult", "atomic_write", "merge_results"]
 
 
+def _is_sorted(trial: np.ndarray, step: np.ndarray, idx: np.ndarray) -> bool:
+    """True if spikes are sorted by (trial, step, idx)."""
+    if trial.size < 2:
+        return True
+    dt, ds, di = np.diff(trial), np.diff(step), np.diff(idx.astype(np.int64))
+    return bool(np.all((dt > 0) | ((dt == 0) & ((ds > 0) | ((ds == 0) & (di >= 0))))))
+
+
+def _jsonable(value: Any, key: str = "", max_items: int = 1000) -> Any:
+    """Meta values as JSON: numpy scalars to Python, small arrays to lists, large arrays summarised.
+
+    Large per-neuron tables (the propagation front) are written to their own file by the
+    caller, not into the parquet header.
+    """
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, str(k), max_items) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, key, max_items) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.size <= max_items:
+            return value.tolist()
+        return f"<array {key} of {value.size} {value.dtype} values, not stored in the header>"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` then atomically rename onto *path* (folders created).
 
@@ -78,8 +105,8 @@ class SpikeResult:
         t = np.asarray(self.trial, dtype=np.int32)
         i = np.asarray(self.idx, dtype=np.int32)
         s = np.asarray(self.step, dtype=np.int64)
-        order = np.lexsort((i, s, t))
-        if order.size and not np.all(order == np.arange(order.size)):
+        if not _is_sorted(t, s, i):  # engines usually return sorted spikes: O(n) check first
+            order = np.lexsort((i, s, t))
             t, i, s = t[order], i[order], s[order]
         self.trial, self.idx, self.step = t, i, s
         self.trials = sorted(int(k) for k in self.trials)
@@ -151,7 +178,7 @@ class SpikeResult:
             "trials": self.trials,
             "n_steps": self.n_steps,
             "dt_s": self.dt_s,
-            "meta": self.meta,
+            "meta": _jsonable(self.meta),
         }
 
     @classmethod
@@ -197,6 +224,30 @@ class SpikeResult:
         return cls(trial, idx, step, flywire_ids, trials, n_steps, dt_s, exp_name,
                    engine=header.get("engine", ""), connectome_label=header.get("connectome", ""),
                    synthetic=bool(header.get("synthetic", False)), meta=header.get("meta", {}))
+
+    def propagation_front(self) -> Any:
+        """Per trial, the neurons reached and their latencies from stimulus onset, or None.
+
+        Returns
+        -------
+        pandas.DataFrame or None
+            Columns ``trial``, ``flywire_id``, ``first_input_step``, ``first_spike_step``
+            (-1 if it never spiked), ``latency_s`` (first spike after stimulus onset, NaN if
+            none); available when the engine records it (the event engine does).
+        """
+        import pandas as pd
+
+        front = self.meta.get("first_spike_step")
+        if not isinstance(front, dict) or not isinstance(front.get("idx"), np.ndarray):
+            return None
+        lat = np.asarray(front["latency_steps"], dtype=np.float64)
+        return pd.DataFrame({
+            "trial": np.asarray(front["trial"], dtype=np.int64),
+            "flywire_id": self.flywire_ids[np.asarray(front["idx"], dtype=np.int64)],
+            "first_input_step": np.asarray(front["first_input_step"], dtype=np.int64),
+            "first_spike_step": np.asarray(front["first_spike_step"], dtype=np.int64),
+            "latency_s": np.where(lat >= 0, lat * self.dt_s, np.nan),
+        })
 
     def rates(self, names: Any = None) -> Any:
         """Per-neuron firing rates over trials for every neuron that spiked.
@@ -245,9 +296,11 @@ class SpikeResult:
             f"active neurons: {self.active_idx().size} in any trial, "
             f"{np.mean(per_trial_active) if per_trial_active else 0:.1f} per trial on average",
         ]
-        for key in ("runaway",):
-            if self.meta.get(key):
-                lines.append(f"{key}: {self.meta[key]}")
+        runaway = self.meta.get("runaway")
+        if runaway:
+            onsets = [r.get("onset_s", float("nan")) for r in runaway if isinstance(r, dict)]
+            lines.append(f"SELF-SUSTAINING (runaway) activity in {len(runaway)} of {self.n_trials} trial(s)"
+                         + (f", earliest onset at {min(onsets):.4f} s" if onsets else ""))
         rates = self.rates(names)
         if stimulated_idx is not None and len(stimulated_idx):
             stim_ids = set(self.flywire_ids[np.asarray(stimulated_idx, dtype=np.int64)].tolist())
@@ -272,6 +325,12 @@ def merge_results(parts: list[SpikeResult]) -> SpikeResult:
     trials = sorted({k for p in parts for k in p.trials})
     meta = dict(first.meta)
     digests = {k: v for p in parts for k, v in (p.meta.get("input_digests") or {}).items()}
+    fronts = [p.meta.get("first_spike_step") for p in parts]
+    if all(isinstance(f, dict) and isinstance(f.get("idx"), np.ndarray) for f in fronts):
+        meta["first_spike_step"] = {k: np.concatenate([f[k] for f in fronts]) for k in fronts[0]}
+    for key in ("runaway", "runaway_by_trial", "stimulus_onset_step"):
+        if all(isinstance(p.meta.get(key), list) for p in parts):
+            meta[key] = [x for p in parts for x in p.meta[key]]
     if all(p.meta.get("input_digests") for p in parts) and len(digests) == len(trials):
         from .schedule import combine_digests
 
