@@ -143,7 +143,7 @@ def test_replaying_recorded_poisson_kicks_gives_identical_spikes(tmp_path):
     assert k_idx.size > 20 and len(expected) > 30
     path = InputSchedule(np.zeros(k_idx.size, np.int32), k_idx, k_step).write(tmp_path / "kicks.parquet", FIDS)
     replay = get_engine("brian2", n_jobs=1).run(net, exp.with_(stimuli=(), input_schedule=str(path)))
-    assert replay.meta["input"] == "schedule"
+    assert replay.meta["input_mode"] == "schedule"
     assert spikes_of(replay, 0) == expected
 
 
@@ -226,7 +226,7 @@ def test_schedule_file_csv_multi_rate_and_use_schedule(tmp_path):
     net, exp = tiny(), tiny_experiment(n_trials=2, t_run=0.1)
     eng = get_engine("brian2", n_jobs=1, use_schedule=True)
     forced = eng.run(net, exp)
-    assert forced.meta["input"] == "schedule" and forced.n_spikes > 20
+    assert forced.meta["input_mode"] == "schedule" and forced.n_spikes > 20
     sim = prepare(net, exp)
     path = sim.kicks([0, 1]).write(tmp_path / "kicks.csv", FIDS)
     from_file = get_engine("brian2", n_jobs=1).run(net, exp.with_(stimuli=(), input_schedule=str(path)))

@@ -391,9 +391,10 @@ def first_divergence(reference: Any, candidate: Any) -> dict[str, Any] | None:
 def input_fingerprint(result: Any) -> str | None:
     """The input fingerprint an engine recorded (``meta["input"]``), or None if absent.
 
-    Engines write e.g. ``"schedule:<sha256>"`` (an explicit schedule) or
-    ``"poisson:seed=K"`` (brainfly's shared Poisson draws); engines drawing their own
-    input (Brian2's PoissonInput) leave it out or give a value no other engine shares. A
+    ``Engine.run`` writes ``"kicks:<digest>"`` when the engine consumed brainfly's kicks
+    (an explicit schedule or the shared Poisson draws: equal digests, equal input) and
+    ``"<engine>-<mode>:seed=K"`` when it drew its own input (Brian2's PoissonInput), a
+    value no other engine shares. A
     value without ``kind:detail`` (``"PoissonInput"``, ``"schedule"``) names no particular
     input and counts as absent.
     """

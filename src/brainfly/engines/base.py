@@ -254,15 +254,17 @@ def record_input(result: "SpikeResult", sim: SimulationInput, engine_name: str) 
     the engine; an engine that drew its own input (Brian2's PoissonInput) gets a label
     no other engine shares, so no spike identity is expected from it.
     """
+    said = result.meta.get("input")
+    how = said if isinstance(said, str) and ":" not in said else None  # e.g. "PoissonInput", "schedule"
+    if how:
+        result.meta["input_mode"] = how
     digests = {k: sim.kick_digests[k] for k in result.trials if k in sim.kick_digests}
     if len(digests) == len(result.trials):
         result.meta["input_digests"] = {str(k): v for k, v in digests.items()}
         result.meta["input"] = combine_digests(digests)
     else:
         result.meta.pop("input_digests", None)
-        how = result.meta.get("input") if isinstance(result.meta.get("input"), str) else "own"
-        result.meta["input_mode"] = how
-        result.meta["input"] = f"{engine_name}-{how}:seed={sim.experiment.seed}"
+        result.meta["input"] = f"{engine_name}-{how or 'own-draws'}:seed={sim.experiment.seed}"
 
 
 # -------------------------------------------------------------------- registry
