@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .connectome.lookup import SUGAR_GRNS_783
 from .errors import ValidationError
 from .params import ModelParams
 
@@ -30,16 +31,6 @@ __all__ = [
     "load_experiment",
     "SILENCE_MODES",
 ]
-
-#: The 21 sugar gustatory receptor neurons (v783, Codex type LB3) of the reference benchmark.
-SUGAR_GRNS_783: tuple[int, ...] = (
-    720575940624963786, 720575940630233916, 720575940637568838, 720575940638202345,
-    720575940617000768, 720575940630797113, 720575940632889389, 720575940621754367,
-    720575940621502051, 720575940640649691, 720575940639332736, 720575940616885538,
-    720575940639198653, 720575940639259967, 720575940617937543, 720575940632425919,
-    720575940633143833, 720575940612670570, 720575940628853239, 720575940629176663,
-    720575940611875570,
-)
 
 #: ``outgoing``: zero the silenced neurons' outgoing synapses (the paper's code, default);
 #: ``both``: also zero their incoming synapses (the paper's README wording).
