@@ -402,22 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_schedule)
 
-    try:
-        from .bench import add_bench_arguments, run_bench_from_args
+    from .bench import add_bench_arguments, run_bench_from_args
+    from .compare import add_compare_arguments, run_compare_from_args
 
-        p = sub.add_parser("bench", help="benchmark grid of engines x durations x trials")
-        add_bench_arguments(p)
-        p.set_defaults(func=run_bench_from_args)
-    except ImportError:
-        pass
-    try:
-        from .compare import add_compare_arguments, run_compare_from_args
-
-        p = sub.add_parser("compare", help="compare engines' saved spikes with Brian2's")
-        add_compare_arguments(p)
-        p.set_defaults(func=run_compare_from_args)
-    except ImportError:
-        pass
+    for name, add, run, text in (("bench", add_bench_arguments, run_bench_from_args,
+                                  "benchmark grid of engines x durations x trials"),
+                                 ("compare", add_compare_arguments, run_compare_from_args,
+                                  "compare engines' saved spikes with Brian2's")):
+        p = sub.add_parser(name, help=text)
+        add(p)
+        p.set_defaults(func=run)
     return parser
 
 
