@@ -10,9 +10,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["run_trial", "new_workspace", "RUNAWAY_NONE", "RUNAWAY_BOUND", "RUNAWAY_SUSTAINED"]
+__all__ = ["run_trial", "new_workspace", "pack_synapses", "RUNAWAY_NONE", "RUNAWAY_BOUND", "RUNAWAY_SUSTAINED"]
+
+#: Connections ahead in a presynaptic row whose target record is prefetched.
+PREFETCH_AHEAD = 16
 
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
@@ -21,18 +26,62 @@ RUNAWAY_SUSTAINED = 2   #: spikes continued long after the last external input
 def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     """Arrays of one thread's workspace, in the initial state (the kernel restores it).
 
-    ``hot`` (float64, (n_neurons, 4)): what a synaptic event touches, one 32-byte record
-    per neuron aligned to half a cache line: P, Q, the step in which the neuron was last
-    queued for re-prediction, the step of its last input (-1: none yet). Steps are stored
-    as float64 (exact below 2**53). The rest is in int64 arrays (``cold``: first step free
-    of refractoriness, predicted spike step (-1: none), step the prediction was made, first
-    input step, first spike step), read only when a neuron is re-predicted or spikes.
+    ``hot`` (float64, (n_neurons, 2)): all that a synaptic event reads and writes, one
+    16-byte record per neuron (four to a cache line): P and Q. ``queued`` (bool): the
+    neuron is queued for re-prediction in this step (a small array, it stays in cache).
+    ``meta`` (int32, (n_neurons, 4)): the first step free of refractoriness (0), the
+    predicted spike step (-1: none), the first input step (-1), the first spike step (-1);
+    read only for neurons queued for re-prediction and for spikes. ``pred`` (float64,
+    (n_neurons, 2)): P and Q when the last prediction was made (input since then changed
+    them).
     """
-    hot = _aligned((n_neurons, 4))
-    hot[:, 2:4] = -1.0
-    cold = np.full((n_neurons, 5), -1, np.int64)
-    cold[:, 0] = 0
-    return {"hot": hot, "cold": cold, "head": np.full(ring, -1, np.int64)}
+    hot = _aligned((n_neurons, 2))
+    meta = np.full((n_neurons, 4), -1, np.int32)
+    meta[:, 0] = 0
+    return {"hot": hot, "queued": np.zeros(n_neurons, np.bool_), "meta": meta,
+            "pred": np.zeros((n_neurons, 2), np.float64), "head": np.full(ring, -1, np.int64)}
+
+
+def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
+                  skip_pre: np.ndarray, skip_post: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connections as the kernel reads them: one 8-byte record (target, weight code) each.
+
+    Connections that deliver nothing (zero weight, a row in *skip_pre*, a target in
+    *skip_post*) are left out. ``wtab[code]`` is the weight in volts, ``weight * w_scale``
+    computed as before (bit for bit); integer counts (the canonical files) index a table
+    of the integers in their range, other weights a table of their distinct values.
+
+    Returns ``(indptr64, syn int32 (2 * kept,), wtab float64)``.
+    """
+    n = indptr.shape[0] - 1
+    row_len = np.diff(indptr)
+    keep = weight != 0.0
+    if skip_pre.any():
+        keep &= ~np.repeat(skip_pre, row_len)
+    if skip_post is not None and skip_post.any():
+        keep &= ~skip_post[post]
+    w = weight[keep]
+    tgt = post[keep]
+    new_ptr = np.zeros(n + 1, np.int64)
+    if keep.all():
+        new_ptr[:] = indptr
+    else:
+        rows = np.repeat(np.arange(n), row_len)[keep]
+        np.cumsum(np.bincount(rows, minlength=n), out=new_ptr[1:])
+    lo = float(w.min()) if w.size else 0.0
+    hi = float(w.max()) if w.size else 0.0
+    if w.size and np.array_equal(w, np.rint(w)) and hi - lo < 2 ** 20:
+        base = int(lo)
+        code = (w - base).astype(np.int32)
+        wtab = np.arange(base, int(hi) + 1, dtype=np.float64) * w_scale
+    else:
+        vals, code = np.unique(w, return_inverse=True)
+        code = code.astype(np.int32)
+        wtab = vals * w_scale
+    syn = np.empty(2 * w.shape[0], np.int32)
+    syn[0::2] = tgt
+    syn[1::2] = code
+    return new_ptr, syn, np.ascontiguousarray(wtab, dtype=np.float64)
 
 
 def peak_table(a: float, b: float, rho_max: float = 64.0, size: int = 16384) -> tuple[np.ndarray, float]:
@@ -58,6 +107,29 @@ def _aligned(shape: tuple[int, int]) -> np.ndarray:
     buf = np.zeros(n * 8 + 64, np.uint8)
     off = (-buf.ctypes.data) % 64
     return buf[off:off + n * 8].view(np.float64).reshape(shape)
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Prefetch the cache line of ``arr[idx, 0]`` (a hint; no effect on results)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        inds = [i] + [ir.Constant(ir.IntType(64), 0)] * (aryty.ndim - 1)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False, boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, nogil=True)
@@ -181,27 +253,73 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
     return found
 
 
-@njit(cache=True, nogil=True)
-def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delays,
+@njit(cache=True, nogil=True, boundscheck=False, inline="never")
+def _deliver(k0, k1, syn, wtab, hot, queued, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
+    """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
+    Q += w c b^-(n-B) on ``hot`` (flat: P of neuron t at 2t, Q at 2t+1), and queue the
+    targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` or that were at
+    rest (P = Q = 0) for re-prediction. A function of its own: few live values, so that
+    the loop keeps its pointers in registers. Returns the new length of ``touched``."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    ahead = np.uint64(2 * PREFETCH_AHEAD)
+    lo = np.uint64(2 * k0)
+    hi = np.uint64(2 * k1)
+    mid = np.uint64(2 * max(k0, k1 - PREFETCH_AHEAD))
+    kk = lo
+    while kk < hi:
+        if kk < mid:
+            _prefetch(hot, two * np.uint64(syn[kk + ahead]))
+        t = np.uint64(syn[kk])
+        w = wtab[np.uint64(syn[kk + one])]
+        kk += two
+        i0 = t + t
+        p0 = hot[i0]
+        q0 = hot[i0 + one]
+        pp = p0 + w * ca
+        qq = q0 + w * cb
+        hot[i0] = pp
+        hot[i0 + one] = qq
+        # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
+        val = pp * ak_n
+        if qq < 0.0:
+            val = val - qq * bk_n
+        if val > x_th or (p0 == 0.0 and q0 == 0.0):
+            if not queued[t]:
+                queued[t] = True
+                touched[n_touched] = t
+                n_touched += 1
+    return n_touched
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
-              htab, h_per_rho, hot, cold, head,
+              htab, h_per_rho, hot, queued, meta, pred, head,
               runaway_window, runaway_count, runaway_quiet):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
     State of neuron i (free trajectory; steps n counted from the current base step B):
-    ``x(n) = P a^(n-B) - Q b^(n-B)``, ``g(n) = Q b^(n-B) / c``, with ``(P, Q) = hot[i, :2]``.
+    ``x(n) = P a^(n-B) - Q b^(n-B)``, ``g(n) = Q b^(n-B) / c``, with ``(P, Q) = hot[i]``.
     Input at step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)`` to Q (a kick adds
-    ``kick a^-(m-B)`` to P): no per-event advance, one half cache line per event. ``A =
-    P a^(n-B) = x + c g`` bounds the free trajectory, so only a neuron whose A (or, with
-    g <= 0, x) lies above threshold is queued for re-prediction. A prediction is never
-    invalidated eagerly: inhibition can only delay or cancel a crossing, so a popped
-    prediction whose neuron had input since is checked (x at that step above threshold:
-    spike; else predicted again from there). Input during the refractory period is added
-    too and discarded: at the release step (spike step + max(rfc, 1)) P and Q are set to
-    the reset state. B moves forward every ``rebase`` steps (P *= a^rebase, Q *= b^rebase
-    for the neurons reached) so that ``a^-k``, ``b^-k`` stay far from overflow.
+    ``kick a^-(m-B)`` to P): no per-event advance, one 16-byte record per event (its cache
+    line prefetched a few connections ahead). ``A = P a^(n-B) = x + c g`` bounds the free
+    trajectory, so only a neuron whose A (or, with g <= 0, x) lies above threshold, or that
+    was at rest (P = Q = 0: never reached, or just released with v_rst = v_0), is queued
+    for re-prediction. A prediction is never invalidated eagerly: inhibition can only delay
+    or cancel a crossing, so a popped prediction whose neuron had input since (its (P, Q)
+    differ from those the prediction was made from, kept in ``pred``) is checked (x at that
+    step above threshold: spike; else predicted again from there). Input during the
+    refractory period is added too and discarded: at the release step (spike step +
+    max(rfc, 1)) P and Q are set to the reset state. B moves forward every ``rebase`` steps
+    (P *= a^rebase, Q *= b^rebase for the neurons reached) so that ``a^-k``, ``b^-k`` stay
+    far from overflow.
+
+    Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
+    ``syn[2k]`` (target) and ``syn[2k + 1]`` (index into ``wtab``, volts) of the
+    connections of neuron j that deliver anything.
 
     Returns
     -------
@@ -228,6 +346,7 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
     # and ``reached`` at most once per step / trial; the spike record and the prediction
     # entries grow, if needed, only at the top of a step, by at least n_neurons.
     n_neurons = hot.shape[0]
+    hot_flat = hot.reshape(2 * n_neurons)
     cap_e = 2 * n_neurons + 1024
     e_nrn = np.empty(cap_e, np.int64)
     e_step = np.empty(cap_e, np.int64)
@@ -268,9 +387,10 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                 t = reached[q]
                 hot[t, 0] *= fa
                 hot[t, 1] *= fb
+                pred[t, 0] *= fa
+                pred[t, 1] *= fb
             base = n
         kb = n - base
-        fn = float(n)
         ca = c * ainv[kb]
         cb = c * binv[kb]
         ak_n = apow[kb]
@@ -294,13 +414,13 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                 i = e_nrn[e]
                 e_next[e] = free_e
                 free_e = e
-                if cold[i, 1] == n:
+                if meta[i, 1] == n:
                     spike = True
-                    if hot[i, 3] > cold[i, 2]:
+                    pp = hot[i, 0]
+                    qq = hot[i, 1]
+                    if pp != pred[i, 0] or qq != pred[i, 1]:
                         # input since the prediction (inhibition, or too little to matter):
                         # check the crossing, else predict again from step n - 1
-                        pp = hot[i, 0]
-                        qq = hot[i, 1]
                         if not (pp * ak_n - qq * bk_n > x_th):
                             spike = False
                             n_detail += 1
@@ -315,12 +435,13 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                                                 apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
                                                 htab, h_per_rho)
                             m = n - 1 + k if k > 0 else -1
-                            cold[i, 2] = n - 1
+                            pred[i, 0] = pp
+                            pred[i, 1] = qq
                             if m == n:
                                 spike = True
                             elif m > n:
                                 n_hit += 1
-                                cold[i, 1] = m
+                                meta[i, 1] = m
                                 f2 = free_e  # the entry just freed
                                 free_e = e_next[f2]
                                 e_nrn[f2] = i
@@ -329,9 +450,9 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                                 e_next[f2] = head[b2]
                                 head[b2] = f2
                             else:
-                                cold[i, 1] = -1
+                                meta[i, 1] = -1
                     if spike:
-                        cold[i, 1] = -1
+                        meta[i, 1] = -1
                         sp_idx[n_sp] = i
                         sp_step[n_sp] = n
                         n_sp += 1
@@ -350,9 +471,9 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
         for p in range(start, n_sp):
             i = sp_idx[p]
             r = rfc[i]
-            cold[i, 0] = n + (r if r > 1 else 1)
-            if cold[i, 4] < 0:
-                cold[i, 4] = n
+            meta[i, 0] = n + (r if r > 1 else 1)
+            if meta[i, 3] < 0:
+                meta[i, 3] = n
             if not is_driven[i]:
                 n_new += 1
         step_ptr[n + 1] = n_sp
@@ -391,40 +512,24 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
 
         # ---------------------------------------------------------------- 3. input
         # Queue a neuron for re-prediction (once per step) where a crossing is possible
-        # (A, or x when g <= 0, above threshold) or when it is reached for the first time.
+        # (A, or x when g <= 0, above threshold) or when it was at rest (P = Q = 0).
         n_touched = 0
         src = n - delay
         if src >= 0:
             for p in range(step_ptr[src], step_ptr[src + 1]):
                 j = sp_idx[p]
-                if skip_pre[j]:
-                    continue
-                for k in range(indptr[j], indptr[j + 1]):
-                    w = weight[k] * w_scale
-                    if w == 0.0:
-                        continue
-                    t = post[k]
-                    n_events += 1
-                    pp = hot[t, 0] + w * ca
-                    qq = hot[t, 1] + w * cb
-                    hot[t, 0] = pp
-                    hot[t, 1] = qq
-                    li = hot[t, 3]
-                    hot[t, 3] = fn
-                    val = pp * ak_n - min(qq, 0.0) * bk_n
-                    if val > x_th or li < 0.0:
-                        if hot[t, 2] != fn:
-                            hot[t, 2] = fn
-                            touched[n_touched] = t
-                            n_touched += 1
+                k0 = indptr[j]
+                k1 = indptr[j + 1]
+                n_events += k1 - k0
+                n_touched = _deliver(k0, k1, syn, wtab, hot_flat, queued, touched, n_touched,
+                                     ca, cb, ak_n, bk_n, x_th)
         pk = kick * ainv[kb]
         while kp < n_kicks and kick_step[kp] == n:
             t = kick_idx[kp]
             kp += 1
             hot[t, 0] += pk
-            hot[t, 3] = fn
-            if hot[t, 2] != fn:
-                hot[t, 2] = fn
+            if not queued[t]:
+                queued[t] = True
                 touched[n_touched] = t
                 n_touched += 1
 
@@ -432,18 +537,20 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
         n_pred += n_touched
         for q in range(n_touched):
             t = touched[q]
-            if cold[t, 3] < 0:
-                cold[t, 3] = n
+            queued[t] = False
+            if meta[t, 2] < 0:
+                meta[t, 2] = n
                 reached[n_reached] = t
                 n_reached += 1
-            if n < cold[t, 0]:
+            if n < meta[t, 0]:
                 continue  # refractory or spiking now: the input is dropped at release
             pp = hot[t, 0]
             qq = hot[t, 1]
             val = pp * ak_n - min(qq, 0.0) * bk_n
-            cold[t, 2] = n
+            pred[t, 0] = pp
+            pred[t, 1] = qq
             if not (val > x_th):
-                cold[t, 1] = -1
+                meta[t, 1] = -1
                 continue
             qb = qq * bk_n
             if qq > 0.0:
@@ -453,7 +560,7 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                 if j >= htab.shape[0]:
                     j = htab.shape[0] - 1
                 if big_a * htab[j] < x_th:
-                    cold[t, 1] = -1
+                    meta[t, 1] = -1
                     continue
             n_detail += 1
             k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
@@ -461,10 +568,10 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
                                 htab, h_per_rho)
             m = n + k if k > 0 else -1
             if m < 0:
-                cold[t, 1] = -1
+                meta[t, 1] = -1
                 continue
             n_hit += 1
-            cold[t, 1] = m
+            meta[t, 1] = m
             if free_e >= 0:
                 e = free_e
                 free_e = e_next[e]
@@ -482,17 +589,14 @@ def run_trial(indptr, post, weight, w_scale, skip_pre, rfc, is_driven, rel_delay
     first_sp = np.empty(n_reached, np.int64)
     for q in range(n_reached):
         t = reached[q]
-        first_in[q] = cold[t, 3]
-        first_sp[q] = cold[t, 4]
+        first_in[q] = meta[t, 2]
+        first_sp[q] = meta[t, 3]
         hot[t, 0] = 0.0
         hot[t, 1] = 0.0
-        hot[t, 2] = -1.0
-        hot[t, 3] = -1.0
-        cold[t, 0] = 0
-        cold[t, 1] = -1
-        cold[t, 2] = -1
-        cold[t, 3] = -1
-        cold[t, 4] = -1
+        meta[t, 0] = 0
+        meta[t, 1] = -1
+        meta[t, 2] = -1
+        meta[t, 3] = -1
     counters[0] = n_events
     counters[1] = n_pred
     counters[2] = n_detail

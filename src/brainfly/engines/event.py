@@ -90,6 +90,7 @@ Beyond the reference
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import hashlib
 import logging
 import os
 import threading
@@ -155,6 +156,45 @@ class EventEngine(Engine):
         super().__init__(**merged)
         self._pool_lock = threading.Lock()
 
+    def _packed(self, sim: SimulationInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The connections packed for the kernel (:func:`_event_kernels.pack_synapses`),
+        kept for the last connectome and silencing seen (packing costs more than a trial)."""
+        from . import _event_kernels as K
+
+        net = sim.connectome
+        both = bool(sim.silenced_mask.any() and sim.experiment.silence_mode == "both")
+        key = (id(net.indptr), id(net.post_idx), id(net.weight), float(sim.coeffs.w_syn), both,
+               hashlib.sha1(np.packbits(sim.silenced_mask).tobytes()).hexdigest())
+        cached = getattr(self, "_pack_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        # w = count * w_syn per event, as weight_v() computes it (bit for bit); outgoing
+        # silencing drops the rows of silenced neurons, "both" also the connections onto them
+        packed = K.pack_synapses(
+            np.ascontiguousarray(net.indptr, dtype=np.int64), np.ascontiguousarray(net.post_idx, dtype=np.int32),
+            np.ascontiguousarray(net.weight, dtype=np.float64), float(sim.coeffs.w_syn),
+            np.ascontiguousarray(sim.silenced_mask, dtype=np.bool_),
+            np.ascontiguousarray(sim.silenced_mask, dtype=np.bool_) if both else None,
+        )
+        # the source arrays are held so that their ids are not reused by other arrays
+        self._pack_cache = (key, (net.indptr, net.post_idx, net.weight), packed)
+        return packed
+
+    def _tables(self, a: float, b: float, n_steps: int, rebase: int) -> tuple:
+        """Power tables and the peak table for (a, b, n_steps), kept for the last ones asked."""
+        from . import _event_kernels as K
+
+        key = (a, b, n_steps, rebase)
+        cached = getattr(self, "_table_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        ks = np.arange(n_steps + 2, dtype=np.float64)
+        kinv = -np.arange(rebase + 1, dtype=np.float64)
+        htab, h_per_rho = K.peak_table(a, b)
+        tables = (np.power(a, ks), np.power(b, ks), np.power(a, kinv), np.power(b, kinv), htab, h_per_rho)
+        self._table_cache = (key, tables)
+        return tables
+
     def _workspaces(self, n_neurons: int, ring: int) -> list:
         """The pool of per-thread workspaces for networks of *n_neurons* (kept between
         runs: the kernel leaves a workspace in its initial state)."""
@@ -186,17 +226,9 @@ class EventEngine(Engine):
         n = net.n_neurons
         n_steps = int(sim.n_steps)
         trials = [int(k) for k in trials]
-        indptr = np.ascontiguousarray(net.indptr, dtype=np.int64)
-        post = np.ascontiguousarray(net.post_idx, dtype=np.int32)
-        skip_pre = np.zeros(n, dtype=np.bool_)
-        if sim.silenced_mask.any() and sim.experiment.silence_mode == "both":
-            # incoming connections are zeroed too: use the silenced weights (volts)
-            weight, w_scale = np.ascontiguousarray(sim.weight_v(), dtype=np.float64), 1.0
-        else:
-            # w = count * w_syn per event, as weight_v() computes it (bit for bit), without a
-            # copy of all weights; outgoing silencing skips the rows of silenced neurons
-            weight, w_scale = np.ascontiguousarray(net.weight, dtype=np.float64), float(co.w_syn)
-            skip_pre |= sim.silenced_mask
+        if n_steps >= 2 ** 31 - 1024:
+            raise ValidationError(f"engine 'event': n_steps must be below 2**31 - 1024 (got {n_steps})")
+        indptr, syn, wtab = self._packed(sim)
         rfc = np.ascontiguousarray(sim.refractory_steps, dtype=np.int64)
         lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
         if ((rfc == lo_r) | (rfc == hi_r)).all():  # the usual case: 0 (driven) and 22
@@ -210,13 +242,7 @@ class EventEngine(Engine):
         a, b = co.v_decay, co.g_decay
         c = tau / (t_mbr - tau)
         rebase = int(min(1024, n_steps + 1))
-        ks = np.arange(n_steps + 2, dtype=np.float64)
-        apow = np.power(a, ks)
-        bpow = np.power(b, ks)
-        htab, h_per_rho = K.peak_table(a, b)
-        kinv = -np.arange(rebase + 1, dtype=np.float64)
-        ainv = np.power(a, kinv)
-        binv = np.power(b, kinv)
+        apow, bpow, ainv, binv, htab, h_per_rho = self._tables(a, b, n_steps, rebase)
 
         kicks = sim.kicks(trials)
         driven[kicks.idx] = True
@@ -243,20 +269,38 @@ class EventEngine(Engine):
                     return pool.pop()
             return K.new_workspace(n, int(opts["ring_steps"]))
 
+        kick_idx = np.ascontiguousarray(kicks.idx, dtype=np.int64)
+        kick_step = np.ascontiguousarray(kicks.step, dtype=np.int64)
+
+        def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
+            return K.run_trial(
+                indptr, syn, wtab, rfc, driven, rel_delays, kick_idx[lo:hi], kick_step[lo:hi],
+                steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
+                a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
+                htab, h_per_rho,
+                ws["hot"], ws["queued"], ws["meta"], ws["pred"], ws["head"],
+                window, count, quiet,
+            )
+
+        # numba compiles (or loads from its cache) on the first call in a process: do it
+        # on an empty trial so that build_s and sim_s are told apart
+        t_build0 = time.perf_counter()
+        build_s = 0.0
+        if getattr(K.run_trial, "overloads", None) == {}:
+            ws = take_ws()
+            try:
+                kernel(ws, 0, 0, 0)
+            finally:
+                with pool_lock:
+                    pool.append(ws)
+            build_s = time.perf_counter() - t_build0
+        t_setup = time.perf_counter()
+
         def one(j: int) -> tuple:
             ws = take_ws()
             try:
                 lo, hi = lo_hi[j]
-                out = K.run_trial(
-                    indptr, post, weight, w_scale, skip_pre, rfc, driven, rel_delays,
-                    np.ascontiguousarray(kicks.idx[lo:hi], dtype=np.int64),
-                    np.ascontiguousarray(kicks.step[lo:hi], dtype=np.int64),
-                    n_steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
-                    a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
-                    htab, h_per_rho,
-                    ws["hot"], ws["cold"], ws["head"],
-                    window, count, quiet,
-                )
+                out = kernel(ws, lo, hi, n_steps)
                 sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached, kind, onset, counters = out
                 # neurons in the order they were reached (first input step, then event order)
                 front = (reached[:n_reached].copy(), first_in, first_sp)
@@ -316,8 +360,10 @@ class EventEngine(Engine):
                 "first_spike_step": cat(f_sp, np.int64),
                 "latency_steps": cat(f_lat, np.int64),
             },
-            "timings_s": {"inputs": t_draw - t0, "simulate": t_sim - t_draw,
+            "timings_s": {"inputs": t_draw - t0, "simulate": t_sim - t_setup,
                           "total": time.perf_counter() - t0},
+            "timings": {"setup_s": (t_build0 - t0) + (time.perf_counter() - t_sim), "build_s": build_s,
+                        "sim_s": t_sim - t_setup},
         }
         for r in runaway:
             log.info("event engine: trial %d entered a self-sustaining state at %.4f s (%s)",
