@@ -126,7 +126,11 @@ def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Ex
         "synthetic": res.synthetic,
         "meta": {k: res.meta[k] for k in ("cuda_graph_used", "cuda_graph_error", "host_syncs", "exact",
                                           "loop_s", "setup_s", "capture_s", "sync_free", "nonzero_static",
-                                          "capacity_restarts", "spike_capacity", "synapse_capacity")
+                                          "capacity_restarts", "spike_capacity", "synapse_capacity",
+                                          "fused_kernel", "fused_kernel_error", "fused_kernel_s",
+                                          "spikes_compacted_in_kernel", "max_spikes_per_block",
+                                          "max_events_per_block", "compiled", "compile_error", "compile_s",
+                                          "gather_compiled", "gather_compile_s", "engine_options")
                  if k in res.meta},
     }
     log.info("%-6s %-45s %2d trials x %.3g s: wall %.3f s, sim %.3f s -> %.3f trial-s/s; %.0f spikes/trial-s",

@@ -13,9 +13,14 @@ Every record is appended to ``OUT/gpu_bench.json`` as soon as it is measured, so
 cut short still leaves its figures. A deadline (``--budget-s``) skips what would not
 fit. Results are on a SYNTHETIC connectome.
 
+``--quick`` (``GPU_QUICK=1 bash benchmarks/gpu_check.sh``) measures only: 1 trial x 1 s
+and 32 trials x 1 s for the default mode and for ``sync_free=False``, float64 exactness
+against the CPU exact mode, the 100-condition screen, and (if the budget allows) a kernel
+profile of 32 trials; about a minute on an H100.
+
 Usage::
 
-    PYTHONPATH=src python benchmarks/gpu_check.py --out OUT [--budget-s 300] [--data synthetic]
+    PYTHONPATH=src python benchmarks/gpu_check.py --out OUT [--budget-s 300] [--data synthetic] [--quick]
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials-big", type=int, default=32, help="trials of the large runs (default 32)")
     ap.add_argument("--device", default="cuda", help="cuda (default); cpu only to dry-run this script")
     ap.add_argument("--skip-compile", action="store_true", help="skip the torch.compile runs")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the default and synced modes (1 and 32 trials), exactness, the screen")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,11 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         dflt.update(dtype="float32", delivery="dense", sync_free=True, compile=not args.skip_compile)
     elif args.skip_compile:
         dflt["compile"] = False
-    measure("default (float32, compiled, graph, sync-free), 1 trial", dflt, 1, T, need_s=60)
-    measure(f"default (float32, compiled, graph, sync-free), {M} trials", dflt, M, T, need_s=45)
-    # the same without torch.compile (eager kernels in the graph): the fallback's figures
-    measure("float32 eager kernels (no compile), graph, 1 trial", {**dflt, "compile": False}, 1, T)
-    measure(f"float32 eager kernels (no compile), graph, {M} trials", {**dflt, "compile": False}, M, T)
+    measure("default (float32, fused kernel, graph, sync-free), 1 trial", dflt, 1, T, need_s=60)
+    measure(f"default (float32, fused kernel, graph, sync-free), {M} trials", dflt, M, T, need_s=45)
+    # one host synchronisation per block instead (exact-size gathers)
+    measure("float32 graph synced per block, 1 trial", {**dflt, "sync_free": False}, 1, T)
+    measure(f"float32 graph synced per block, {M} trials", {**dflt, "sync_free": False}, M, T)
+    if not args.quick:
+        # the step by torch.compile / eager kernels instead of the fused Triton kernel
+        measure("float32 torch.compile step (no fused kernel), graph, 1 trial", {**dflt, "fused_kernel": False}, 1, T)
+        measure(f"float32 torch.compile step (no fused kernel), graph, {M} trials", {**dflt, "fused_kernel": False},
+                M, T)
+        measure("float32 eager kernels (no compile, no fused kernel), graph, 1 trial",
+                {**dflt, "compile": False, "fused_kernel": False}, 1, T)
     # 3. exactness on the full brain: CUDA float64 vs CPU exact, 1 trial, short
     if left() > 20:
         try:
@@ -207,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             log.error("screen failed: %s", traceback.format_exc())
             rec.add({"label": "screen", "error": f"{type(exc).__name__}: {exc}"})
     # 5. variants
-    measure(f"float64 graph sync-free, {M} trials", {**dflt, "dtype": "float64", "compile": False}, M, T)
-    measure(f"float32 device kicks, {M} trials", {**dflt, "kicks": "device"}, M, T)
-    measure(f"float32 no graph sync-free, 1 trial x {short} s", {**dflt, "cuda_graph": False}, 1, short)
-    measure(f"float32 graph synced per block, 1 trial x {short} s", {**dflt, "sync_free": False}, 1, short)
-    measure(f"float32 graph synced per block, {M} trials x {short} s", {**dflt, "sync_free": False}, M, short)
+    if not args.quick:
+        measure(f"float64 graph sync-free, {M} trials",
+                {**dflt, "dtype": "float64", "compile": False, "fused_kernel": False}, M, T)
+        measure(f"float32 device kicks, {M} trials", {**dflt, "kicks": "device"}, M, T)
+        measure(f"float32 no graph sync-free, 1 trial x {short} s", {**dflt, "cuda_graph": False}, 1, short)
     # 6. where the time goes: kernel-level profile of short runs (no CUDA graph, so that the
     #    profiler sees each kernel; GPU times per kernel are what matter here)
-    for n_trials in (1, M):
+    for n_trials in ((M,) if args.quick else (1, M)):
         if left() < 25:
             break
         try:
@@ -248,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
                 if "target_s" in r else ""
             print(f"  {r['label']}: loop {r['meta'].get('loop_s')} s, simulate {r['simulate_s']} s, "
                   f"wall {r['wall_s']} s, {r['spikes_per_trial_second']:.0f} spikes/trial-s, "
-                  f"graph {r['meta'].get('cuda_graph_used')}{tgt}")
+                  f"graph {r['meta'].get('cuda_graph_used')}, fused {r['meta'].get('fused_kernel')}"
+                  f"{' (' + str(r['meta'].get('fused_kernel_error'))[:80] + ')' if r['meta'].get('fused_kernel_error') else ''}, "
+                  f"kernel-compacted {r['meta'].get('spikes_compacted_in_kernel')}, max spikes/events per block "
+                  f"{r['meta'].get('max_spikes_per_block')}/{r['meta'].get('max_events_per_block')} of "
+                  f"{r['meta'].get('spike_capacity')}/{r['meta'].get('synapse_capacity')}, "
+                  f"restarts {r['meta'].get('capacity_restarts')}{tgt}")
         else:
             print(f"  {r.get('label')}: " + json.dumps({k: v for k, v in r.items() if k != 'label'}))
     print(f"total {rec.doc['total_s']} s; figures in {rec.path}")

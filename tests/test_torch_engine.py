@@ -70,9 +70,11 @@ def test_registered_with_defaults():
     assert not get_engine("torch", dtype="float32").exact
     assert not get_engine("torch", delivery="dense").exact
     cuda = get_engine("torch", device="cuda")  # constructing needs no GPU; running does
-    assert (cuda.dtype, cuda.delivery, cuda.cuda_graph, cuda.sync_free, cuda.compile, cuda.exact) == (
-        "float32", "dense", True, True, True, False)
+    assert (cuda.dtype, cuda.delivery, cuda.cuda_graph, cuda.sync_free, cuda.compile, cuda.fused_kernel,
+            cuda.exact) == ("float32", "dense", True, True, True, True, False)
     assert not get_engine("torch", device="cuda", dtype="float64").compile
+    assert not get_engine("torch", device="cuda", dtype="float64").fused_kernel
+    assert not get_engine("torch", dtype="float32").fused_kernel  # CPU: only under Triton's interpreter
     assert {"schedule", "poisson", "silencing", "silencing_both", "multi_rate", "float64"} <= eng.capabilities
 
 
@@ -89,6 +91,8 @@ def test_registered_with_defaults():
     ({"chunk_steps": 0}, "chunk_steps"),
     ({"sync_free": True, "delivery": "sequential"}, "sync_free"),
     ({"spike_capacity": 0}, "spike_capacity"),
+    ({"fused_kernel": True}, "fused_kernel"),
+    ({"fused_kernel": True, "dtype": "float32", "delivery": "sequential"}, "fused_kernel"),
     ({"devise": "cpu"}, "unknown option"),
 ])
 def test_bad_options_are_refused(opts, match):
@@ -367,8 +371,8 @@ def test_gpu_compiled_step_is_close():
     _cuda_or_skip()
     net, driven = _poisson_net()
     exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.2, n_trials=8, seed=2)
-    eager = get_engine("torch", device="cuda", compile=False).run(net, exp)
-    comp = get_engine("torch", device="cuda", compile=True).run(net, exp)
+    eager = get_engine("torch", device="cuda", compile=False, fused_kernel=False).run(net, exp)
+    comp = get_engine("torch", device="cuda", compile=True, fused_kernel=False).run(net, exp)
     assert comp.meta["compiled"], comp.meta.get("compile_error")
     assert comp.meta["cuda_graph_used"], comp.meta.get("cuda_graph_error")
     assert abs(comp.n_spikes - eager.n_spikes) <= 0.02 * eager.n_spikes
@@ -398,3 +402,60 @@ def test_compiled_step_on_cpu_equals_eager():
         assert comp.meta["compiled"], comp.meta.get("compile_error")
         assert comp.meta.get("gather_compiled", False) is sync_free, comp.meta.get("gather_compile_error")
         assert abs(comp.n_spikes - eager.n_spikes) <= 0.01 * eager.n_spikes
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sync_free", [True, False])
+def test_gpu_fused_kernel_is_close(sync_free):
+    """The CUDA default step: one Triton kernel (checked against the eager step when a batch starts)."""
+    _cuda_or_skip()
+    net, driven = _poisson_net()
+    exps = _conditions(net, driven)
+    ref = get_engine("torch", dtype="float32").run_batch(net, exps)
+    res = get_engine("torch", device="cuda", sync_free=sync_free).run_batch(net, exps)
+    for a, b in zip(ref, res):
+        assert b.meta["fused_kernel"], b.meta.get("fused_kernel_error")
+        assert b.meta["cuda_graph_used"], b.meta.get("cuda_graph_error")
+        assert b.meta.get("spikes_compacted_in_kernel", False) is sync_free
+        assert abs(a.n_spikes - b.n_spikes) <= max(5, 0.05 * a.n_spikes), (a.n_spikes, b.n_spikes)
+
+
+def _triton_interpreter_or_skip() -> None:
+    import os
+
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the fused Triton kernel runs on CPU only with TRITON_INTERPRET=1")
+
+
+@pytest.mark.slow
+def test_fused_kernel_under_triton_interpreter_equals_eager():
+    """CPU check of the Triton step kernel (``TRITON_INTERPRET=1``): same spikes as the eager
+    float32 step, synced and sync-free (spike list filled by the kernel), with capacity overflows."""
+    _triton_interpreter_or_skip()
+    net, driven = _poisson_net()
+    exps = [e.with_(t_run=0.03) for e in _conditions(net, driven)]
+    ref = get_engine("torch", dtype="float32", delivery="dense").run_batch(net, exps)
+    for opts in ({"sync_free": False}, {"sync_free": True},
+                 {"sync_free": True, "spike_capacity": 2, "synapse_capacity": 3, "chunk_steps": 40}):
+        res = get_engine("torch", dtype="float32", delivery="dense", fused_kernel=True, **opts).run_batch(net, exps)
+        for a, b in zip(ref, res):
+            assert b.meta["fused_kernel"], b.meta.get("fused_kernel_error")
+            assert _same(a, b), opts
+
+
+def test_fused_kernel_failure_falls_back(monkeypatch, caplog):
+    """No Triton (or a kernel that disagrees with the eager step): eager kernels, recorded."""
+    from brainfly.engines import torch_engine as te
+
+    def broken():
+        raise ImportError("no triton here")
+    monkeypatch.setattr(te, "_fused_step_kernel", broken)
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.02, seed=2)
+    ref = get_engine("torch", dtype="float32").run(net, exp)
+    res = get_engine("torch", dtype="float32", delivery="dense", fused_kernel=True, sync_free=True).run(net, exp)
+    assert _same(res, ref)
+    assert not res.meta["fused_kernel"] and "no triton here" in res.meta["fused_kernel_error"]
+    assert "fused Triton step kernel" in caplog.text
+    assert res.meta["max_spikes_per_block"] > 0 and res.meta["max_events_per_block"] >= 0
