@@ -690,6 +690,7 @@ class _BatchRunner:
         self._expand: Callable[[Any], tuple[Any, Any, Any, Any]] = self._expand_eager
         self._graph: Any = None
         self._kernel_compacts = False  # the fused kernel appends spikes to ev_list (sync-free)
+        self._compact_ok = False  # that variant of the kernel passed its check (_check_fused)
         self._kicks_prepare()
 
     # ------------------------------------------------------------------ kicks
@@ -890,6 +891,31 @@ class _BatchRunner:
             if not ok:
                 raise RuntimeError(f"fused step kernel disagrees with the eager step on a random state "
                                    f"({n_diff} spikes differ, max |dv| {float((ve - vf).abs().max()):.3g} V)")
+            # the variant that also appends the spikes to a list (sync-free path): same
+            # spikes, the list equal to nonzero() of the mask; if it fails, the sync-free
+            # path compacts with nonzero_static instead
+            self._compact_ok = False
+            try:
+                n_exp = int(sf.sum())
+                cap = n_exp + 7
+                for t, val in zip(tensors[:5], (v0, g0, cnt0, torch.zeros(shape, dtype=torch.bool), inc0)):
+                    t.copy_(val)
+                self.ev_list = torch.full((cap,), -1, dtype=torch.int64, device=self.dev)
+                self.ev_count = torch.zeros(1, dtype=torch.int32, device=self.dev)
+                self.e_cap, self._kernel_compacts = cap, True
+                run(0)
+                got = torch.sort(self.ev_list[self.ev_list >= 0]).values
+                want = torch.nonzero(self.spk_buf[0].reshape(-1)).squeeze(1)
+                if int(self.ev_count[0]) != n_exp or not torch.equal(got, want):
+                    raise RuntimeError(f"spike list of the fused kernel: {int(self.ev_count[0])} entries "
+                                       f"counted, {got.numel()} listed, {want.numel()} spikes")
+                self._compact_ok = True
+            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
+                log.warning("torch engine: the fused kernel's spike list failed (%s: %s); compacting with "
+                            "nonzero_static", type(exc).__name__, exc)
+                self.info["kernel_compaction_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            finally:
+                self._kernel_compacts = False
         finally:
             for t, old in zip(tensors, saved):
                 t.copy_(old)
@@ -1198,7 +1224,7 @@ class _BatchRunner:
         except Exception:  # noqa: BLE001 - older torch or device without it
             self._nonzero_static = False
         self.info["nonzero_static"] = self._nonzero_static
-        self._kernel_compacts = bool(self.info.get("fused_kernel"))
+        self._kernel_compacts = bool(self.info.get("fused_kernel")) and self._compact_ok
         self.info["spikes_compacted_in_kernel"] = self._kernel_compacts
         mean_deg = max(1.0, float(self.net.n_edges) / max(self.n_real, 1))
         e_cap = self.engine.spike_capacity or max(1024, 8 * self.B * self.K)
