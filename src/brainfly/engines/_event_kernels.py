@@ -18,6 +18,8 @@ __all__ = ["run_trial", "new_workspace", "pack_synapses", "RUNAWAY_NONE", "RUNAW
 
 #: Connections ahead in a presynaptic row whose target record is prefetched.
 PREFETCH_AHEAD = 16
+#: P of a refractory neuron (its input is discarded at the release anyway).
+REFRACTORY_P = -1e300
 
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
@@ -32,14 +34,14 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     ``meta`` (int32, (n_neurons, 4)): the first step free of refractoriness (0), the
     predicted spike step (-1: none), the first input step (-1), the first spike step (-1);
     read only for neurons queued for re-prediction and for spikes. ``pred`` (float64,
-    (n_neurons, 2)): P and Q when the last prediction was made (input since then changed
-    them).
+    (n_neurons, 3)): P, Q and the base step when the last prediction was made (input since
+    then changed P or Q).
     """
     hot = _aligned((n_neurons, 2))
     meta = np.full((n_neurons, 4), -1, np.int32)
     meta[:, 0] = 0
     return {"hot": hot, "queued": np.zeros(n_neurons, np.bool_), "meta": meta,
-            "pred": np.zeros((n_neurons, 2), np.float64), "head": np.full(ring, -1, np.int64)}
+            "pred": np.zeros((n_neurons, 3), np.float64), "head": np.full(ring, -1, np.int64)}
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
@@ -387,8 +389,6 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 t = reached[q]
                 hot[t, 0] *= fa
                 hot[t, 1] *= fb
-                pred[t, 0] *= fa
-                pred[t, 1] *= fb
             base = n
         kb = n - base
         ca = c * ainv[kb]
@@ -418,7 +418,15 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                     spike = True
                     pp = hot[i, 0]
                     qq = hot[i, 1]
-                    if pp != pred[i, 0] or qq != pred[i, 1]:
+                    # (P, Q) of the prediction, rebased as hot was since then
+                    p_pr = pred[i, 0]
+                    q_pr = pred[i, 1]
+                    b_pr = int(pred[i, 2])
+                    while b_pr < base:
+                        p_pr *= apow[rebase]
+                        q_pr *= bpow[rebase]
+                        b_pr += rebase
+                    if pp != p_pr or qq != q_pr:
                         # input since the prediction (inhibition, or too little to matter):
                         # check the crossing, else predict again from step n - 1
                         if not (pp * ak_n - qq * bk_n > x_th):
@@ -437,6 +445,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                             m = n - 1 + k if k > 0 else -1
                             pred[i, 0] = pp
                             pred[i, 1] = qq
+                            pred[i, 2] = base
                             if m == n:
                                 spike = True
                             elif m > n:
@@ -474,6 +483,10 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
             meta[i, 0] = n + (r if r > 1 else 1)
             if meta[i, 3] < 0:
                 meta[i, 3] = n
+            # until its release the neuron's input is dropped: a far negative P keeps the
+            # bound below threshold, so that the input does not queue it for re-prediction
+            hot[i, 0] = REFRACTORY_P
+            hot[i, 1] = 0.0
             if not is_driven[i]:
                 n_new += 1
         step_ptr[n + 1] = n_sp
@@ -549,6 +562,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
             val = pp * ak_n - min(qq, 0.0) * bk_n
             pred[t, 0] = pp
             pred[t, 1] = qq
+            pred[t, 2] = base
             if not (val > x_th):
                 meta[t, 1] = -1
                 continue
