@@ -55,35 +55,79 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
 
     Returns ``(indptr64, syn int32 (2 * kept,), wtab float64)``.
     """
-    n = indptr.shape[0] - 1
-    row_len = np.diff(indptr)
-    keep = weight != 0.0
-    if skip_pre.any():
-        keep &= ~np.repeat(skip_pre, row_len)
-    if skip_post is not None and skip_post.any():
-        keep &= ~skip_post[post]
-    w = weight[keep]
-    tgt = post[keep]
-    new_ptr = np.zeros(n + 1, np.int64)
-    if keep.all():
-        new_ptr[:] = indptr
-    else:
-        rows = np.repeat(np.arange(n), row_len)[keep]
-        np.cumsum(np.bincount(rows, minlength=n), out=new_ptr[1:])
-    lo = float(w.min()) if w.size else 0.0
-    hi = float(w.max()) if w.size else 0.0
-    if w.size and np.array_equal(w, np.rint(w)) and hi - lo < 2 ** 20:
+    if skip_post is None:
+        skip_post = np.zeros(0, np.bool_)
+    lo, hi, integral = _weight_range(weight)
+    if integral and hi - lo < 2 ** 20:
         base = int(lo)
-        code = (w - base).astype(np.int32)
         wtab = np.arange(base, int(hi) + 1, dtype=np.float64) * w_scale
-    else:
-        vals, code = np.unique(w, return_inverse=True)
-        code = code.astype(np.int32)
-        wtab = vals * w_scale
-    syn = np.empty(2 * w.shape[0], np.int32)
-    syn[0::2] = tgt
-    syn[1::2] = code
-    return new_ptr, syn, np.ascontiguousarray(wtab, dtype=np.float64)
+        new_ptr, syn = _pack_integral(indptr, post, weight, float(base), skip_pre, skip_post)
+        return new_ptr, syn, wtab
+    vals, code = np.unique(weight, return_inverse=True)
+    new_ptr, syn = _pack_codes(indptr, post, weight, code.astype(np.int32), skip_pre, skip_post)
+    return new_ptr, syn, np.ascontiguousarray(vals * w_scale, dtype=np.float64)
+
+
+@njit(cache=True, nogil=True)
+def _weight_range(weight):
+    lo = 0.0
+    hi = 0.0
+    integral = True
+    for k in range(weight.shape[0]):
+        w = weight[k]
+        if w < lo:
+            lo = w
+        if w > hi:
+            hi = w
+        if integral and w != math.floor(w):
+            integral = False
+    return lo, hi, integral
+
+
+@njit(cache=True, nogil=True)
+def _pack_integral(indptr, post, weight, base, skip_pre, skip_post):
+    n = indptr.shape[0] - 1
+    new_ptr = np.zeros(n + 1, np.int64)
+    n_kept = 0
+    for j in range(n):
+        if not skip_pre[j]:
+            for k in range(indptr[j], indptr[j + 1]):
+                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
+                    n_kept += 1
+        new_ptr[j + 1] = n_kept
+    syn = np.empty(2 * n_kept, np.int32)
+    q = 0
+    for j in range(n):
+        if not skip_pre[j]:
+            for k in range(indptr[j], indptr[j + 1]):
+                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
+                    syn[q] = post[k]
+                    syn[q + 1] = np.int32(weight[k] - base)
+                    q += 2
+    return new_ptr, syn
+
+
+@njit(cache=True, nogil=True)
+def _pack_codes(indptr, post, weight, code, skip_pre, skip_post):
+    n = indptr.shape[0] - 1
+    new_ptr = np.zeros(n + 1, np.int64)
+    n_kept = 0
+    for j in range(n):
+        if not skip_pre[j]:
+            for k in range(indptr[j], indptr[j + 1]):
+                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
+                    n_kept += 1
+        new_ptr[j + 1] = n_kept
+    syn = np.empty(2 * n_kept, np.int32)
+    q = 0
+    for j in range(n):
+        if not skip_pre[j]:
+            for k in range(indptr[j], indptr[j + 1]):
+                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
+                    syn[q] = post[k]
+                    syn[q + 1] = code[k]
+                    q += 2
+    return new_ptr, syn
 
 
 def peak_table(a: float, b: float, rho_max: float = 64.0, size: int = 16384) -> tuple[np.ndarray, float]:

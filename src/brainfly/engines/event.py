@@ -116,6 +116,11 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+#: The last packed connectome (see :meth:`EventEngine._packed`), shared by all instances.
+_PACK_CACHE: dict[str, tuple] = {}
+_PACK_LOCK = threading.Lock()
+
+
 @register_engine
 class EventEngine(Engine):
     """Exact event-driven CPU engine (numba); cost grows with synaptic events.
@@ -158,26 +163,29 @@ class EventEngine(Engine):
 
     def _packed(self, sim: SimulationInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The connections packed for the kernel (:func:`_event_kernels.pack_synapses`),
-        kept for the last connectome and silencing seen (packing costs more than a trial)."""
+        kept for the last connectome and silencing seen, by all instances (packing costs
+        more than a trial; one copy, 8 bytes per connection)."""
         from . import _event_kernels as K
 
         net = sim.connectome
         both = bool(sim.silenced_mask.any() and sim.experiment.silence_mode == "both")
         key = (id(net.indptr), id(net.post_idx), id(net.weight), float(sim.coeffs.w_syn), both,
                hashlib.sha1(np.packbits(sim.silenced_mask).tobytes()).hexdigest())
-        cached = getattr(self, "_pack_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[2]
-        # w = count * w_syn per event, as weight_v() computes it (bit for bit); outgoing
-        # silencing drops the rows of silenced neurons, "both" also the connections onto them
-        packed = K.pack_synapses(
-            np.ascontiguousarray(net.indptr, dtype=np.int64), np.ascontiguousarray(net.post_idx, dtype=np.int32),
-            np.ascontiguousarray(net.weight, dtype=np.float64), float(sim.coeffs.w_syn),
-            np.ascontiguousarray(sim.silenced_mask, dtype=np.bool_),
-            np.ascontiguousarray(sim.silenced_mask, dtype=np.bool_) if both else None,
-        )
-        # the source arrays are held so that their ids are not reused by other arrays
-        self._pack_cache = (key, (net.indptr, net.post_idx, net.weight), packed)
+        with _PACK_LOCK:
+            cached = _PACK_CACHE.get("last")
+            if cached is not None and cached[0] == key:
+                return cached[2]
+            _PACK_CACHE.clear()  # the old copy goes before the new one is made
+            # w = count * w_syn per event, as weight_v() computes it (bit for bit); outgoing
+            # silencing drops the rows of silenced neurons, "both" also the connections onto them
+            mask = np.ascontiguousarray(sim.silenced_mask, dtype=np.bool_)
+            packed = K.pack_synapses(
+                np.ascontiguousarray(net.indptr, dtype=np.int64), np.ascontiguousarray(net.post_idx, dtype=np.int32),
+                np.ascontiguousarray(net.weight, dtype=np.float64), float(sim.coeffs.w_syn),
+                mask, mask if both else None,
+            )
+            # the source arrays are held so that their ids are not reused by other arrays
+            _PACK_CACHE["last"] = (key, (net.indptr, net.post_idx, net.weight), packed)
         return packed
 
     def _tables(self, a: float, b: float, n_steps: int, rebase: int) -> tuple:
