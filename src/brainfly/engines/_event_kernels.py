@@ -18,8 +18,15 @@ __all__ = ["run_trial", "new_workspace", "pack_synapses", "RUNAWAY_NONE", "RUNAW
 
 #: Connections ahead in a presynaptic row whose target record is prefetched.
 PREFETCH_AHEAD = 16
-#: P of a refractory neuron (its input is discarded at the release anyway).
+#: P of a refractory neuron (its input is discarded at the release anyway); any P below
+#: REFRACTORY_BELOW (rebasing scales it) marks the neuron refractory.
 REFRACTORY_P = -1e300
+REFRACTORY_BELOW = -1e200
+#: Bits of ``flags``: queued for re-prediction in this step; a prediction is pending.
+QUEUED = 1
+PENDING = 2
+#: Added to an entry of ``touched``: the neuron was at rest (P = Q = 0) when queued.
+AT_REST = 1 << 40
 
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
@@ -29,8 +36,9 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     """Arrays of one thread's workspace, in the initial state (the kernel restores it).
 
     ``hot`` (float64, (n_neurons, 2)): all that a synaptic event reads and writes, one
-    16-byte record per neuron (four to a cache line): P and Q. ``queued`` (bool): the
-    neuron is queued for re-prediction in this step (a small array, it stays in cache).
+    16-byte record per neuron (four to a cache line): P and Q. ``flags`` (uint8): the
+    neuron is queued for re-prediction in this step (bit QUEUED), it has a prediction
+    pending (bit PENDING) (a small array, it stays in cache).
     ``meta`` (int32, (n_neurons, 4)): the first step free of refractoriness (0), the
     predicted spike step (-1: none), the first input step (-1), the first spike step (-1);
     read only for neurons queued for re-prediction and for spikes. ``pred`` (float64,
@@ -40,7 +48,7 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     hot = _aligned((n_neurons, 2))
     meta = np.full((n_neurons, 4), -1, np.int32)
     meta[:, 0] = 0
-    return {"hot": hot, "queued": np.zeros(n_neurons, np.bool_), "meta": meta,
+    return {"hot": hot, "flags": np.zeros(n_neurons, np.uint8), "meta": meta,
             "pred": np.zeros((n_neurons, 3), np.float64), "head": np.full(ring, -1, np.int64)}
 
 
@@ -300,11 +308,12 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver(k0, k1, syn, wtab, hot, queued, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
+def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of neuron t at 2t, Q at 2t+1), and queue the
     targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` or that were at
-    rest (P = Q = 0) for re-prediction. A function of its own: few live values, so that
+    rest (P = Q = 0: never reached, or released) for re-prediction; a refractory target's
+    far negative P never queues it. A function of its own: few live values, so that
     the loop keeps its pointers in registers. Returns the new length of ``touched``."""
     one = np.uint64(1)
     two = np.uint64(2)
@@ -330,10 +339,12 @@ def _deliver(k0, k1, syn, wtab, hot, queued, touched, n_touched, ca, cb, ak_n, b
         val = pp * ak_n
         if qq < 0.0:
             val = val - qq * bk_n
-        if val > x_th or (p0 == 0.0 and q0 == 0.0):
-            if not queued[t]:
-                queued[t] = True
-                touched[n_touched] = t
+        rest = p0 == 0.0 and q0 == 0.0
+        if val > x_th or rest:
+            f = flags[t]
+            if not (f & QUEUED):
+                flags[t] = f | QUEUED
+                touched[n_touched] = np.int64(t) + (AT_REST if rest else 0)
                 n_touched += 1
     return n_touched
 
@@ -343,7 +354,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
-              htab, h_per_rho, hot, queued, meta, pred, head,
+              htab, h_per_rho, hot, flags, meta, pred, head,
               runaway_window, runaway_count, runaway_quiet):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
@@ -487,14 +498,14 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                                                 apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
                                                 htab, h_per_rho)
                             m = n - 1 + k if k > 0 else -1
-                            pred[i, 0] = pp
-                            pred[i, 1] = qq
-                            pred[i, 2] = base
                             if m == n:
                                 spike = True
                             elif m > n:
                                 n_hit += 1
                                 meta[i, 1] = m
+                                pred[i, 0] = pp
+                                pred[i, 1] = qq
+                                pred[i, 2] = base
                                 f2 = free_e  # the entry just freed
                                 free_e = e_next[f2]
                                 e_nrn[f2] = i
@@ -504,8 +515,10 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                                 head[b2] = f2
                             else:
                                 meta[i, 1] = -1
+                                flags[i] = 0
                     if spike:
                         meta[i, 1] = -1
+                        flags[i] = 0
                         sp_idx[n_sp] = i
                         sp_step[n_sp] = n
                         n_sp += 1
@@ -578,37 +591,43 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 k0 = indptr[j]
                 k1 = indptr[j + 1]
                 n_events += k1 - k0
-                n_touched = _deliver(k0, k1, syn, wtab, hot_flat, queued, touched, n_touched,
+                n_touched = _deliver(k0, k1, syn, wtab, hot_flat, flags, touched, n_touched,
                                      ca, cb, ak_n, bk_n, x_th)
         pk = kick * ainv[kb]
         while kp < n_kicks and kick_step[kp] == n:
             t = kick_idx[kp]
             kp += 1
-            hot[t, 0] += pk
-            if not queued[t]:
-                queued[t] = True
-                touched[n_touched] = t
+            p0 = hot[t, 0]
+            if p0 < REFRACTORY_BELOW:
+                continue  # refractory: the kick is dropped
+            rest = p0 == 0.0 and hot[t, 1] == 0.0
+            hot[t, 0] = p0 + pk
+            f = flags[t]
+            if not (f & QUEUED):
+                flags[t] = f | QUEUED
+                touched[n_touched] = t + (AT_REST if rest else 0)
                 n_touched += 1
 
         # ---------------------------------------------------------------- 4. re-predict
         n_pred += n_touched
         for q in range(n_touched):
             t = touched[q]
-            queued[t] = False
-            if meta[t, 2] < 0:
-                meta[t, 2] = n
-                reached[n_reached] = t
-                n_reached += 1
-            if n < meta[t, 0]:
-                continue  # refractory or spiking now: the input is dropped at release
+            if t >= AT_REST:
+                t -= AT_REST
+                if meta[t, 2] < 0:
+                    meta[t, 2] = n
+                    reached[n_reached] = t
+                    n_reached += 1
+            # (refractory neurons are never queued: their input is dropped at release)
+            f = flags[t] & ~QUEUED
+            flags[t] = f
             pp = hot[t, 0]
             qq = hot[t, 1]
             val = pp * ak_n - min(qq, 0.0) * bk_n
-            pred[t, 0] = pp
-            pred[t, 1] = qq
-            pred[t, 2] = base
             if not (val > x_th):
-                meta[t, 1] = -1
+                if f & PENDING:
+                    meta[t, 1] = -1
+                    flags[t] = 0
                 continue
             qb = qq * bk_n
             if qq > 0.0:
@@ -618,7 +637,9 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 if j >= htab.shape[0]:
                     j = htab.shape[0] - 1
                 if big_a * htab[j] < x_th:
-                    meta[t, 1] = -1
+                    if f & PENDING:
+                        meta[t, 1] = -1
+                        flags[t] = 0
                     continue
             n_detail += 1
             k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
@@ -626,10 +647,16 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                                 htab, h_per_rho)
             m = n + k if k > 0 else -1
             if m < 0:
-                meta[t, 1] = -1
+                if f & PENDING:
+                    meta[t, 1] = -1
+                    flags[t] = 0
                 continue
             n_hit += 1
             meta[t, 1] = m
+            flags[t] = PENDING
+            pred[t, 0] = pp
+            pred[t, 1] = qq
+            pred[t, 2] = base
             if free_e >= 0:
                 e = free_e
                 free_e = e_next[e]
@@ -651,6 +678,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
         first_sp[q] = meta[t, 3]
         hot[t, 0] = 0.0
         hot[t, 1] = 0.0
+        flags[t] = 0
         meta[t, 0] = 0
         meta[t, 1] = -1
         meta[t, 2] = -1

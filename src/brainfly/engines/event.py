@@ -286,7 +286,7 @@ class EventEngine(Engine):
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
                 a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
                 htab, h_per_rho,
-                ws["hot"], ws["queued"], ws["meta"], ws["pred"], ws["head"],
+                ws["hot"], ws["flags"], ws["meta"], ws["pred"], ws["head"],
                 window, count, quiet,
             )
 
