@@ -864,32 +864,36 @@ class _BatchRunner:
         """Compare one fused step with the eager step on a random state (then restore the state)."""
         torch = self.torch
         c = self.c
-        gen = torch.Generator(device="cpu").manual_seed(12345)
+        gen = torch.Generator(device=self.dev).manual_seed(12345)
+        dev = self.dev
         shape = (self.B, self.N)
         f = self.fdtype
         tensors = [self.v, self.g, self.cnt, self.spk_buf[0], self.inc[0], self.kick_buf[0]]
         saved = [t.clone() for t in tensors]
         span = c.v_th - c.v_rst
-        v0 = (c.v_rst + 1.3 * span * torch.rand(shape, generator=gen, dtype=torch.float64)).to(f)
-        g0 = (0.2 * span * torch.randn(shape, generator=gen, dtype=torch.float64)).to(f)
-        cnt0 = torch.randint(-8, 4, shape, generator=gen).clamp_min(0).to(self.cnt.dtype)
-        inc0 = (0.1 * span * torch.randn(shape, generator=gen, dtype=torch.float64)).to(f)
-        kick0 = (c.kick * (torch.rand(self.kick_buf[0].shape, generator=gen) < 0.5)).to(f)
+        v0 = (c.v_rst + 1.3 * span * torch.rand(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
+        g0 = (0.2 * span * torch.randn(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
+        cnt0 = torch.randint(-8, 4, shape, generator=gen, device=dev).clamp_min(0).to(self.cnt.dtype)
+        inc0 = (0.1 * span * torch.randn(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
+        kick0 = (c.kick * (torch.rand(self.kick_buf[0].shape, generator=gen, device=dev) < 0.5)).to(f)
         outs = []
         try:
+            no_spk = torch.zeros(shape, dtype=torch.bool, device=dev)
             for fn in (self._step_eager, run):
-                for t, val in zip(tensors[:5], (v0, g0, cnt0, torch.zeros(shape, dtype=torch.bool), inc0)):
+                for t, val in zip(tensors[:5], (v0, g0, cnt0, no_spk, inc0)):
                     t.copy_(val)
                 self.kick_buf[0].copy_(kick0)
                 fn(0)
                 outs.append([t.clone() for t in tensors[:4]])
             (ve, ge, ce, se), (vf, gf, cf, sf) = outs
             n_diff = int((se != sf).sum())
+            # the kernel may contract multiply-adds (last-bit differences), so a neuron within
+            # an ulp of the threshold may differ: compare the others
             same = se == sf
             ok = (n_diff <= max(2, se.numel() // 100000)
                   and bool(torch.equal(ce[same], cf[same]))
-                  and bool(torch.allclose(ve, vf, rtol=1e-5, atol=1e-8))
-                  and bool(torch.allclose(ge, gf, rtol=1e-5, atol=1e-8)))
+                  and bool(torch.allclose(ve[same], vf[same], rtol=1e-5, atol=1e-8))
+                  and bool(torch.allclose(ge[same], gf[same], rtol=1e-5, atol=1e-8)))
             if not ok:
                 raise RuntimeError(f"fused step kernel disagrees with the eager step on a random state "
                                    f"({n_diff} spikes differ, max |dv| {float((ve - vf).abs().max()):.3g} V)")
@@ -900,7 +904,7 @@ class _BatchRunner:
             try:
                 n_exp = int(sf.sum())
                 cap = n_exp + 7
-                for t, val in zip(tensors[:5], (v0, g0, cnt0, torch.zeros(shape, dtype=torch.bool), inc0)):
+                for t, val in zip(tensors[:5], (v0, g0, cnt0, no_spk, inc0)):
                     t.copy_(val)
                 self.ev_list = torch.full((cap,), -1, dtype=torch.int64, device=self.dev)
                 self.ev_count = torch.zeros(1, dtype=torch.int32, device=self.dev)
