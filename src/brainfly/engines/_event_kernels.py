@@ -22,11 +22,11 @@ PREFETCH_AHEAD = 16
 #: REFRACTORY_BELOW (rebasing scales it) marks the neuron refractory.
 REFRACTORY_P = -1e300
 REFRACTORY_BELOW = -1e200
-#: Bits of ``flags``: queued for re-prediction in this step; a prediction is pending.
+#: Bits of ``flags``: queued for re-prediction in this step; a prediction is pending;
+#: reached (had input) in this trial.
 QUEUED = 1
 PENDING = 2
-#: Added to an entry of ``touched``: the neuron was at rest (P = Q = 0) when queued.
-AT_REST = 1 << 40
+REACHED = 4
 
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
@@ -38,7 +38,7 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     ``hot`` (float64, (n_neurons, 2)): all that a synaptic event reads and writes, one
     16-byte record per neuron (four to a cache line): P and Q. ``flags`` (uint8): the
     neuron is queued for re-prediction in this step (bit QUEUED), it has a prediction
-    pending (bit PENDING) (a small array, it stays in cache).
+    pending (bit PENDING), it has had input (bit REACHED) (a small array, it stays in cache).
     ``meta`` (int32, (n_neurons, 4)): the first step free of refractoriness (0), the
     predicted spike step (-1: none), the first input step (-1), the first spike step (-1);
     read only for neurons queued for re-prediction and for spikes. ``pred`` (float64,
@@ -311,9 +311,8 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
 def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of neuron t at 2t, Q at 2t+1), and queue the
-    targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` or that were at
-    rest (P = Q = 0: never reached, or released) for re-prediction; a refractory target's
-    far negative P never queues it. A function of its own: few live values, so that
+    targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` for re-prediction;
+    a refractory target's far negative P never queues it. A function of its own: few live values, so that
     the loop keeps its pointers in registers. Returns the new length of ``touched``."""
     one = np.uint64(1)
     two = np.uint64(2)
@@ -339,12 +338,11 @@ def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk
         val = pp * ak_n
         if qq < 0.0:
             val = val - qq * bk_n
-        rest = p0 == 0.0 and q0 == 0.0
-        if val > x_th or rest:
+        if val > x_th:
             f = flags[t]
             if not (f & QUEUED):
                 flags[t] = f | QUEUED
-                touched[n_touched] = np.int64(t) + (AT_REST if rest else 0)
+                touched[n_touched] = np.int64(t)
                 n_touched += 1
     return n_touched
 
@@ -363,9 +361,11 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
     Input at step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)`` to Q (a kick adds
     ``kick a^-(m-B)`` to P): no per-event advance, one 16-byte record per event (its cache
     line prefetched a few connections ahead). ``A = P a^(n-B) = x + c g`` bounds the free
-    trajectory, so only a neuron whose A (or, with g <= 0, x) lies above threshold, or that
-    was at rest (P = Q = 0: never reached, or just released with v_rst = v_0), is queued
-    for re-prediction. A prediction is never invalidated eagerly: inhibition can only delay
+    trajectory, so only a neuron whose A (or, with g <= 0, x) lies above threshold is queued
+    for re-prediction (a refractory neuron's P is far negative until its release, so its
+    input never queues it). A neuron is first reached by the first spike of some
+    presynaptic neuron (or a kick): the targets of a first spike are registered after its
+    delivery. A prediction is never invalidated eagerly: inhibition can only delay
     or cancel a crossing, so a popped prediction whose neuron had input since (its (P, Q)
     differ from those the prediction was made from, kept in ``pred``) is checked (x at that
     step above threshold: spike; else predicted again from there). Input during the
@@ -515,10 +515,10 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                                 head[b2] = f2
                             else:
                                 meta[i, 1] = -1
-                                flags[i] = 0
+                                flags[i] &= ~PENDING
                     if spike:
                         meta[i, 1] = -1
-                        flags[i] = 0
+                        flags[i] &= ~PENDING
                         sp_idx[n_sp] = i
                         sp_step[n_sp] = n
                         n_sp += 1
@@ -582,7 +582,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
 
         # ---------------------------------------------------------------- 3. input
         # Queue a neuron for re-prediction (once per step) where a crossing is possible
-        # (A, or x when g <= 0, above threshold) or when it was at rest (P = Q = 0).
+        # (A, or x when g <= 0, above threshold).
         n_touched = 0
         src = n - delay
         if src >= 0:
@@ -593,31 +593,40 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 n_events += k1 - k0
                 n_touched = _deliver(k0, k1, syn, wtab, hot_flat, flags, touched, n_touched,
                                      ca, cb, ak_n, bk_n, x_th)
+                if meta[j, 3] == src:
+                    # the first spike of j: its targets not reached before are reached now,
+                    # in the order of their first input (no earlier spike of j reached them)
+                    for k in range(k0, k1):
+                        t = syn[2 * k]
+                        if not (flags[t] & REACHED):
+                            flags[t] |= REACHED
+                            meta[t, 2] = n
+                            reached[n_reached] = t
+                            n_reached += 1
         pk = kick * ainv[kb]
         while kp < n_kicks and kick_step[kp] == n:
             t = kick_idx[kp]
             kp += 1
+            f = flags[t]
+            if not (f & REACHED):
+                f |= REACHED
+                flags[t] = f
+                meta[t, 2] = n
+                reached[n_reached] = t
+                n_reached += 1
             p0 = hot[t, 0]
             if p0 < REFRACTORY_BELOW:
                 continue  # refractory: the kick is dropped
-            rest = p0 == 0.0 and hot[t, 1] == 0.0
             hot[t, 0] = p0 + pk
-            f = flags[t]
             if not (f & QUEUED):
                 flags[t] = f | QUEUED
-                touched[n_touched] = t + (AT_REST if rest else 0)
+                touched[n_touched] = t
                 n_touched += 1
 
         # ---------------------------------------------------------------- 4. re-predict
         n_pred += n_touched
         for q in range(n_touched):
             t = touched[q]
-            if t >= AT_REST:
-                t -= AT_REST
-                if meta[t, 2] < 0:
-                    meta[t, 2] = n
-                    reached[n_reached] = t
-                    n_reached += 1
             # (refractory neurons are never queued: their input is dropped at release)
             f = flags[t] & ~QUEUED
             flags[t] = f
@@ -627,7 +636,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
             if not (val > x_th):
                 if f & PENDING:
                     meta[t, 1] = -1
-                    flags[t] = 0
+                    flags[t] = f & ~PENDING
                 continue
             qb = qq * bk_n
             if qq > 0.0:
@@ -639,7 +648,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 if big_a * htab[j] < x_th:
                     if f & PENDING:
                         meta[t, 1] = -1
-                        flags[t] = 0
+                        flags[t] = f & ~PENDING
                     continue
             n_detail += 1
             k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
@@ -649,11 +658,11 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
             if m < 0:
                 if f & PENDING:
                     meta[t, 1] = -1
-                    flags[t] = 0
+                    flags[t] = f & ~PENDING
                 continue
             n_hit += 1
             meta[t, 1] = m
-            flags[t] = PENDING
+            flags[t] = f | PENDING
             pred[t, 0] = pp
             pred[t, 1] = qq
             pred[t, 2] = base
