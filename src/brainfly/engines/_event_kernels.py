@@ -317,21 +317,38 @@ def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk
     one = np.uint64(1)
     two = np.uint64(2)
     ahead = np.uint64(2 * PREFETCH_AHEAD)
-    lo = np.uint64(2 * k0)
+    kk = np.uint64(2 * k0)
     hi = np.uint64(2 * k1)
     mid = np.uint64(2 * max(k0, k1 - PREFETCH_AHEAD))
-    kk = lo
-    while kk < hi:
-        if kk < mid:
-            _prefetch(hot, two * np.uint64(syn[kk + ahead]))
+    # the same loop twice: with a prefetch of the target record PREFETCH_AHEAD connections
+    # ahead, then for the last ones of the row
+    while kk < mid:
+        _prefetch(hot, two * np.uint64(syn[kk + ahead]))
         t = np.uint64(syn[kk])
         w = wtab[np.uint64(syn[kk + one])]
         kk += two
         i0 = t + t
-        p0 = hot[i0]
-        q0 = hot[i0 + one]
-        pp = p0 + w * ca
-        qq = q0 + w * cb
+        pp = hot[i0] + w * ca
+        qq = hot[i0 + one] + w * cb
+        hot[i0] = pp
+        hot[i0 + one] = qq
+        # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
+        val = pp * ak_n
+        if qq < 0.0:
+            val = val - qq * bk_n
+        if val > x_th:
+            f = flags[t]
+            if not (f & QUEUED):
+                flags[t] = f | QUEUED
+                touched[n_touched] = np.int64(t)
+                n_touched += 1
+    while kk < hi:
+        t = np.uint64(syn[kk])
+        w = wtab[np.uint64(syn[kk + one])]
+        kk += two
+        i0 = t + t
+        pp = hot[i0] + w * ca
+        qq = hot[i0 + one] + w * cb
         hot[i0] = pp
         hot[i0 + one] = qq
         # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
