@@ -187,3 +187,51 @@ def test_runaway_activity_bound():
 
 def _steps(res, idx):
     return sorted(res.step[res.idx == idx].tolist())
+
+
+# ---------------------------------------------------------------------- packing, timings
+def test_packed_synapses_drop_what_delivers_nothing():
+    from brainfly.engines import _event_kernels as K
+
+    indptr = np.array([0, 3, 5, 7], np.int64)
+    post = np.array([1, 2, 0, 0, 2, 1, 2], np.int32)
+    weight = np.array([2.0, 0.0, -3.0, 5.0, 1.0, 4.0, 7.0])
+    skip_pre = np.array([False, True, False])
+    skip_post = np.array([False, False, True])
+    ptr, syn, wtab = K.pack_synapses(indptr, post, weight, 0.5, skip_pre, skip_post)
+    assert ptr.tolist() == [0, 2, 2, 3]
+    assert syn[0::2].tolist() == [1, 0, 1]
+    assert wtab[syn[1::2]].tolist() == [2.0 * 0.5, -3.0 * 0.5, 4.0 * 0.5]
+    # weights that are not integers: a table of their distinct values, bit for bit
+    w = np.array([0.1, -0.7, 0.1, 2.5, 1e-3, 0.3, 0.2])
+    ptr, syn, wtab = K.pack_synapses(indptr, post, w, 2.75e-4, np.zeros(3, bool), None)
+    assert ptr.tolist() == [0, 3, 5, 7] and np.array_equal(wtab[syn[1::2]], w * 2.75e-4)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_non_integer_weights_match_oracle(seed, tmp_path):
+    net, sched, _ = _random_case(seed)
+    net.weight[:] = net.weight * 1.37  # counts that are not integers
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    assert ref.n_spikes > 20
+    assert_same_spikes(res, ref, f"non-integer weights {seed}")
+
+
+def test_timings_follow_the_engine_contract():
+    net, driven = random_network(40, 5, seed=3)
+    exp = Experiment(name="tim", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.05, n_trials=3, seed=1)
+    res = get_engine("event", n_threads=2).run(net, exp)
+    t = res.meta["timings"]
+    assert set(t) >= {"setup_s", "build_s", "sim_s"} and all(v >= 0.0 for v in t.values())
+    assert t["sim_s"] > 0.0
+
+
+def test_two_connectomes_alternating_use_their_own_synapses(tmp_path):
+    """The packed connections are cached: switching networks must not reuse the other's."""
+    a_net, a_sched, _ = _random_case(1)
+    b_net, b_sched, _ = _random_case(2)
+    for net, sched in [(a_net, a_sched), (b_net, b_sched), (a_net, a_sched)]:
+        res, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+        assert ref.n_spikes > 20
+        assert_same_spikes(res, ref, net.label)

@@ -442,6 +442,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
         last_kick = kick_step[n_kicks - 1]
     win = np.zeros(max(runaway_window, 1), np.int64)
     win_sum = 0
+    slot = 0  # n % runaway_window
     runaway_kind = 0
     runaway_onset = -1
     counters = np.zeros(4, np.int64)
@@ -565,9 +566,11 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 n_new += 1
         step_ptr[n + 1] = n_sp
         if runaway_window > 0:
-            slot = n % runaway_window
             win_sum += n_new - win[slot]
             win[slot] = n_new
+            slot += 1
+            if slot == runaway_window:
+                slot = 0
             if runaway_kind == 0 and win_sum > runaway_count:
                 runaway_kind = 1
                 runaway_onset = n - runaway_window + 1

@@ -169,8 +169,12 @@ class EventEngine(Engine):
 
         net = sim.connectome
         both = bool(sim.silenced_mask.any() and sim.experiment.silence_mode == "both")
-        key = (id(net.indptr), id(net.post_idx), id(net.weight), float(sim.coeffs.w_syn), both,
-               hashlib.sha1(np.packbits(sim.silenced_mask).tobytes()).hexdigest())
+        # identity of the arrays, plus a sample of their contents (an array changed in place)
+        digest = hashlib.sha1(np.packbits(sim.silenced_mask).tobytes())
+        for arr in (net.indptr, net.post_idx, net.weight):
+            digest.update(np.ascontiguousarray(arr[::997]).tobytes())
+        key = (id(net.indptr), id(net.post_idx), id(net.weight), len(net.post_idx), float(sim.coeffs.w_syn), both,
+               digest.hexdigest())
         with _PACK_LOCK:
             cached = _PACK_CACHE.get("last")
             if cached is not None and cached[0] == key:
