@@ -26,9 +26,13 @@ in absolute steps and relative to a base step B, every free trajectory is
 ``x(n) = P a^(n-B) - Q b^(n-B)`` with ``g(n) = Q b^(n-B) / c``. The engine keeps ``(P, Q)``
 per neuron: an input ``w`` onto g in step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)``
 to Q (a kick adds ``kick a^-(m-B)`` to P) with per-step constants from precomputed power
-tables, so an event costs two multiply-adds on one 32-byte record and no ``exp``; a
-neuron that receives no input is never touched. B moves every 1024 steps (P, Q of the
-neurons reached are rescaled), which keeps ``a^-k``, ``b^-k`` far from overflow.
+tables, so an event costs two multiply-adds on one 16-byte record (four to a cache line,
+prefetched a few connections ahead) and no ``exp``; a neuron that receives no input is
+never touched. The connections are packed once per connectome and silencing into 8-byte
+records (target, index into a small table of weights in volts, ``count * w_syn`` bit for
+bit); connections that deliver nothing (zero weight, silenced) are left out. B moves
+every 1024 steps (P, Q of the neurons reached are rescaled), which keeps ``a^-k``,
+``b^-k`` far from overflow.
 
 After a step's input, ``A = x + c g = P a^(n-B)`` bounds the neuron's free trajectory
 (``x(t) < A``); only a neuron whose A (or, when g <= 0, x) exceeds ``v_th - v_0`` is
@@ -49,6 +53,16 @@ checked (above threshold: spike; else predicted again). The spike record itself 
    is discarded here: Brian2 drops input to a refractory or spiking neuron);
 3. deliver the synaptic events of the spikes of ``step - delay`` and the Poisson kicks;
 4. re-predict the neurons queued in step 3.
+
+What an event does not do, to stay cheap: it does not look at refractoriness (a spiking
+neuron's P is set far negative until its release, so its input never queues it, and the
+release overwrites it), nor at whether its target was reached before (the targets of a
+presynaptic neuron's first spike are registered after that spike's delivery: no earlier
+spike of it reached them), nor at pending predictions (a prediction keeps the (P, Q) it
+was made from; at its step, different values mean input since; input that cancels
+exactly leaves the state, and so the prediction, as it was). Per-neuron bookkeeping
+that re-prediction needs lives in a one-byte flag per neuron (queued, prediction pending,
+reached), small enough to stay in cache.
 
 The kernels (:mod:`brainfly.engines._event_kernels`) are numba ``njit(cache=True,
 nogil=True)`` functions with no per-step Python; trials run in parallel threads, one
@@ -84,7 +98,10 @@ Beyond the reference
   spiked), ``latency_steps`` (from the trial's first kick; -1: never spiked)) with one
   row per neuron reached (received non-zero input) per trial, in the order reached;
   ``stimulus_onset_step`` (list per trial);
-- ``n_events`` (synaptic events delivered), ``timings_s``, ``n_threads``.
+- ``n_events`` (synaptic events delivered), ``timings_s``, ``n_threads``;
+- ``timings`` (the engine contract): ``setup_s`` (inputs, tables, packing, assembling the
+  result), ``build_s`` (numba's compilation or cache load, when it happened in this run,
+  else 0), ``sim_s`` (wall time of the trial kernels).
 """
 
 from __future__ import annotations
