@@ -475,11 +475,10 @@ def test_fused_kernel_compiles_for_h100_without_a_gpu():
     from brainfly.engines.torch_engine import _fused_step_kernel
 
     sig = {"v_ptr": "*fp32", "g_ptr": "*fp32", "cnt_ptr": "*i8", "rfc_ptr": "*i8", "rfc_stride": "i32",
-           "inc_ptr": "*fp32", "spk_ptr": "*i1", "kick_ptr": "*fp32", "kick_stride": "i32", "act_ptr": "*i64",
-           "act_lo_ptr": "*i32", "act_hi_ptr": "*i32", "N": "i32", "gd": "fp32", "vd": "fp32", "vg": "fp32",
-           "vc": "fp32", "vth": "fp32", "vrst": "fp32", "ev_ptr": "*i64", "ev_count_ptr": "*i32", "ev_cap": "i32",
-           "ev_base": "i64", "BLOCK": "constexpr", "HAS_KICKS": "constexpr", "COMPACT": "constexpr",
-           "WRITE_SPK": "constexpr"}
+           "inc_ptr": "*fp32", "spk_ptr": "*i1", "BN": "i32", "n_steps": "i32", "kick_ptr": "*fp32",
+           "kick_kstride": "i32", "kick_stride": "i32", "slot_ptr": "*i32", "N": "i32", "gd": "fp32", "vd": "fp32", "vg": "fp32", "vc": "fp32",
+           "vth": "fp32", "vrst": "fp32", "ev_ptr": "*i64", "ev_count_ptr": "*i32", "ev_cap": "i32",
+           "BLOCK": "constexpr", "HAS_KICKS": "constexpr", "COMPACT": "constexpr", "WRITE_SPK": "constexpr"}
     kern = _fused_step_kernel()
     for has_kicks in (True, False):
         for compact in (True, False):

@@ -48,13 +48,17 @@ sync-free (``sync_free=True``, the default on CUDA)
     the ``index_add_`` of a block costs one coalesced pass over ``synapse_capacity``
     slots (one shared dummy entry serialised ~1M atomics on one address: 1.7 ms per
     block on an H100, half of the GPU time).
-    The step: one hand-written Triton kernel per step (``fused_kernel``, default on CUDA
-    in float32): update, threshold, delivery, the kicks of the activated neurons in its
-    range, reset, counter, and, on the sync-free path, the spike list of the block
-    (appended with one atomic per program that has spikes, replacing ``nonzero_static``
-    over ``(K, B, N)``). About 23 bytes of memory traffic per neuron and step in one
-    launch, against ~36 bytes in 3-4 launches for the ``torch.compile`` step; per block
-    of 18 steps: 18 step kernels + ~12 small gather kernels, all in one CUDA graph.
+    The steps: one hand-written Triton kernel per *block* (``fused_kernel``, default on
+    CUDA in float32). Within a block the neurons are independent (a spike reaches ``g``
+    in the next block at the earliest), so each program loads its neurons' ``v``, ``g``
+    and counter once, runs the 18 steps in registers (update, threshold, delivery of
+    ``inc[k]``, the kicks of the activated neurons in its range, reset, counter) and
+    stores them once; on the sync-free path it also appends the block's spikes to a list
+    (one atomic per program and step that has spikes), replacing ``nonzero_static`` over
+    ``(K, B, N)``. About 5 bytes of memory traffic per neuron and step (18 x 4 B of
+    ``inc`` + 2 x 9 B of state per block), against ~36 bytes in 3-4 launches per step for
+    the ``torch.compile`` step; per block: 1 step kernel + ~12 small gather kernels, all
+    in one CUDA graph.
     Without Triton (or if the kernel disagrees with the eager step on a random state,
     checked when a batch starts) ``torch.compile`` fuses one step into one elementwise
     kernel plus a small kick kernel (``compile``, default on CUDA in float32; a failure
@@ -187,8 +191,8 @@ class TorchEngine(Engine):
         from the batch size and the mean out-degree. An overflow reruns the batch with 4x
         the capacity (``meta['capacity_restarts']``).
     fused_kernel : bool, optional
-        One step = one hand-written Triton kernel (update, threshold, delivery, kicks,
-        reset, counter; float32 dense mode only). Default True on CUDA in float32. It is
+        The steps of a block = one hand-written Triton kernel (update, threshold,
+        delivery, kicks, reset, counter, spike list; float32 dense mode only). Default True on CUDA in float32. It is
         checked against the eager step on a random state when a batch starts; if Triton
         is missing or the check fails, the step falls back to ``torch.compile`` (or eager
         kernels), logged and recorded in ``meta['fused_kernel_error']``. On CPU it runs only
@@ -509,22 +513,27 @@ _FUSED_BLOCK = 1024  # neurons per program of the fused step kernel
 
 
 def _fused_step_kernel() -> Any:
-    """The Triton kernel of one float32 step (built on first use; needs ``triton``).
+    """The Triton kernel that runs the steps of one block (float32; built on first use).
 
-    One program handles ``BLOCK`` neurons of one row: state update, threshold, the
-    delayed synaptic increment ``inc`` (dropped while refractory), the Poisson kicks of
-    the activated neurons in its range (``act_lo[col] .. act_hi[col]`` of the sorted
-    activated list: usually none, at most a few, so no per-neuron slot table is read),
-    reset and refractory counter, all in one pass.
+    Within a block of ``K = delay_steps`` steps the neurons are independent: a spike of
+    this block reaches ``g`` in the next block at the earliest, and this block's
+    increments ``inc[k]`` were all gathered before it started. So one program takes
+    ``BLOCK`` neurons of one row, loads ``v``, ``g`` and the refractory counter once, runs
+    ``n_steps`` steps in registers (state update, threshold, the increment ``inc[k]``
+    dropped while refractory, the Poisson kicks: a masked gather from the kick table
+    through a per-neuron column index ``slot`` read once per block, reset, counter) and
+    stores the state once. Spikes: the mask ``spk[k]`` (``WRITE_SPK``) and/or
+    an append to the block's spike list, one atomic per program and step with spikes
+    (``COMPACT``, the sync-free path; the list is unordered, the host sorts, and the
+    counter keeps counting past the capacity so that an overflow is seen).
 
-    Memory traffic per neuron and step (float32, int8 counter): reads v 4 + g 4 + cnt 1 +
-    inc 4 (+ rfc 1, or ~0 when all rows share it: one (N,) row, stride 0, L2-resident)
-    = 13-14 B; writes v 4 + g 4 + cnt 1 (+ the spike mask, 1 B, except on the sync-free
-    path, where the kernel appends the spikes to the block's list instead) = 9-10 B;
-    about 22-23 B in ONE launch.
-    The torch.compile step it replaces was 3-4 kernels per step (the fused update, a
-    copy, the counter update, the kicks) moving about 36 B per neuron-step (profile of
-    32 trials on an H100: 54.6 + 13.5 + 7.3 + 1.7 us per step for 4.4M neurons).
+    Memory traffic per neuron and block of 18 steps (int8 counter): v, g, cnt read and
+    written once, 2 x 9 B, + inc 18 x 4 B (+ rfc 1 B and slot 4 B, shared by all rows:
+    one (N,) row each, L2-resident) = 90 B, i.e. **5 B per neuron-step** (6 B with the
+    spike mask),
+    in ONE launch per block. Before: the torch.compile step, 3-4 launches per step moving
+    about 36 B per neuron-step (profile of 32 trials on an H100: 54.6 + 13.5 + 7.3 + 1.7 us
+    per step for 4.4M neurons); a one-step fused kernel would still move 22 B.
     """
     global _FUSED_KERNEL
     if _FUSED_KERNEL is not None:
@@ -533,11 +542,11 @@ def _fused_step_kernel() -> Any:
     import triton.language as tl
 
     @triton.jit
-    def lif_step(v_ptr, g_ptr, cnt_ptr, rfc_ptr, rfc_stride, inc_ptr, spk_ptr,
-                 kick_ptr, kick_stride, act_ptr, act_lo_ptr, act_hi_ptr, N,
-                 gd, vd, vg, vc, vth, vrst, ev_ptr, ev_count_ptr, ev_cap, ev_base,
-                 BLOCK: tl.constexpr, HAS_KICKS: tl.constexpr, COMPACT: tl.constexpr,
-                 WRITE_SPK: tl.constexpr):
+    def lif_block(v_ptr, g_ptr, cnt_ptr, rfc_ptr, rfc_stride, inc_ptr, spk_ptr, BN, n_steps,
+                  kick_ptr, kick_kstride, kick_stride, slot_ptr, N,
+                  gd, vd, vg, vc, vth, vrst, ev_ptr, ev_count_ptr, ev_cap,
+                  BLOCK: tl.constexpr, HAS_KICKS: tl.constexpr, COMPACT: tl.constexpr,
+                  WRITE_SPK: tl.constexpr):
         col = tl.program_id(0)
         row = tl.program_id(1).to(tl.int64)
         n = col * BLOCK + tl.arange(0, BLOCK)
@@ -546,46 +555,40 @@ def _fused_step_kernel() -> Any:
         v = tl.load(v_ptr + off, mask=m, other=0.0)
         g = tl.load(g_ptr + off, mask=m, other=0.0)
         cnt = tl.load(cnt_ptr + off, mask=m, other=1).to(tl.int32)
-        rfc = tl.load(rfc_ptr + row * rfc_stride + n, mask=m, other=0, eviction_policy="evict_last").to(tl.int32)
-        # inc[k] is read once per block: keep it from evicting v, g, cnt (B=32: 40 MB, about
-        # the H100's L2) from the L2
-        inc = tl.load(inc_ptr + off, mask=m, other=0.0, eviction_policy="evict_first")
-        nr = cnt == 0
-        vn = tl.where(nr, vc + (vg * g + vd * v), v)
-        gn = tl.where(nr, gd * g + inc, g)
-        spk = (vn > vth) & nr
-        if HAS_KICKS:
-            lo = tl.load(act_lo_ptr + col)
-            hi = tl.load(act_hi_ptr + col)
-            kv = tl.zeros([BLOCK], dtype=tl.float32)
-            hit = n < 0
-            for a in range(lo, hi):
-                idx = tl.load(act_ptr + a).to(tl.int32)
-                kk = tl.load(kick_ptr + row * kick_stride + a)
-                sel = n == idx
-                kv = tl.where(sel, kk, kv)
-                hit = hit | sel
-            vn = tl.where(hit, vn + kv, vn)
-        tl.store(v_ptr + off, tl.where(spk, vrst, vn), mask=m)
-        tl.store(g_ptr + off, tl.where(spk, 0.0, gn), mask=m)
-        cnew = tl.where(spk, rfc, tl.maximum(cnt - 1, 0))
-        tl.store(cnt_ptr + off, cnew.to(cnt_ptr.dtype.element_ty), mask=m)
-        if WRITE_SPK:  # the spike mask (not needed when the kernel lists the spikes itself)
-            tl.store(spk_ptr + off, spk, mask=m)
-        if COMPACT:
-            # append this program's spikes (flat indices step*B*N + row*N + n) to the
-            # block's spike list: one atomic per program that has spikes; the list is
-            # unordered (the host sorts), the counter keeps counting past the capacity
-            # so that an overflow is seen
-            s32 = spk.to(tl.int32)
-            n_spk = tl.sum(s32, 0)
-            if n_spk > 0:
-                base = tl.atomic_add(ev_count_ptr, n_spk)
-                pos = base + tl.cumsum(s32, 0) - 1
-                tl.store(ev_ptr + pos, ev_base + off, mask=spk & (pos < ev_cap))
+        rfc = tl.load(rfc_ptr + row * rfc_stride + n, mask=m, other=0).to(tl.int32)
+        if HAS_KICKS:  # column of each neuron in the kick table, -1 if never kicked
+            slot = tl.load(slot_ptr + n, mask=m, other=-1, eviction_policy="evict_last")
+            kicked = slot >= 0
+            kick_row = kick_ptr + row * kick_stride + tl.maximum(slot, 0)
+        kofs = row * 0  # k * B * N in int64, carried through the loop
+        for k in range(n_steps):
+            inc = tl.load(inc_ptr + kofs + off, mask=m, other=0.0, eviction_policy="evict_first")
+            nr = cnt == 0
+            vn = tl.where(nr, vc + (vg * g + vd * v), v)
+            gn = tl.where(nr, gd * g + inc, g)
+            spk = (vn > vth) & nr & m  # (lanes past N: never, whatever their dummy state does)
+            if HAS_KICKS:  # a masked gather: no memory traffic for the neurons never kicked
+                kv = tl.load(kick_row + k * kick_kstride, mask=m & kicked, other=0.0)
+                vn = tl.where(kicked, vn + kv, vn)
+            v = tl.where(spk, vrst, vn)
+            g = tl.where(spk, 0.0, gn)
+            cnt = tl.where(spk, rfc, tl.maximum(cnt - 1, 0))
+            if WRITE_SPK:
+                tl.store(spk_ptr + kofs + off, spk, mask=m)
+            if COMPACT:
+                s32 = spk.to(tl.int32)
+                n_spk = tl.sum(s32, 0)
+                if n_spk > 0:
+                    base = tl.atomic_add(ev_count_ptr, n_spk)
+                    pos = base + tl.cumsum(s32, 0) - 1
+                    tl.store(ev_ptr + pos, kofs + off, mask=spk & (pos < ev_cap))
+            kofs += BN
+        tl.store(v_ptr + off, v, mask=m)
+        tl.store(g_ptr + off, g, mask=m)
+        tl.store(cnt_ptr + off, cnt.to(cnt_ptr.dtype.element_ty), mask=m)
 
-    _FUSED_KERNEL = lif_step
-    return lif_step
+    _FUSED_KERNEL = lif_block
+    return lif_block
 
 
 class _DeviceNetwork:
@@ -694,6 +697,7 @@ class _BatchRunner:
         self.seq_bounds: list[int] = [0] * (self.K + 1)
         self._prev_flat: Any = None
         self._step_fn: Callable[[int], None] = self._step_eager
+        self._block_fn: Callable[[int], None] | None = None  # fused kernel: n steps of a block at once
         self._expand: Callable[[Any], tuple[Any, Any, Any, Any]] = self._expand_eager
         self._graph: Any = None
         self._kernel_compacts = False  # the fused kernel appends spikes to ev_list (sync-free)
@@ -825,7 +829,7 @@ class _BatchRunner:
         return run
 
     def _make_fused(self) -> Callable[[int], None]:
-        """One step = one Triton kernel (float32 fast mode); checked against the eager step.
+        """The steps of a block = one Triton kernel (float32 fast mode); checked against the eager step.
 
         Raises if Triton is missing, the kernel does not build, or its result on a random
         state differs from :meth:`_step_eager` (beyond float32 rounding): the caller then
@@ -842,10 +846,10 @@ class _BatchRunner:
             rfc, rfc_stride = self.rfc_set[0].contiguous(), 0
         else:
             rfc, rfc_stride = self.rfc_set, N
-        edges = np.arange(n_col + 1, dtype=np.int64) * BLOCK
-        bounds = np.searchsorted(self.act, edges).astype(np.int32)
-        act_lo = torch.from_numpy(bounds[:-1].copy()).to(self.dev)
-        act_hi = torch.from_numpy(bounds[1:].copy()).to(self.dev)
+        slot_np = np.full(N, -1, dtype=np.int32)
+        slot_np[self.act] = np.arange(self.A, dtype=np.int32)
+        slot = torch.from_numpy(slot_np).to(self.dev)
+        dummy_i32 = torch.zeros(1, dtype=torch.int32, device=self.dev)
         has_kicks = self.A > 0
         consts = (float(c.g_decay), float(c.v_decay), float(c.v_from_g), float(c.v_const), float(c.v_th),
                   float(c.v_rst))
@@ -853,68 +857,79 @@ class _BatchRunner:
         kstride = self.kick_buf.stride(1)
 
         BN = self.BN
+        kkstride = self.kick_buf.stride(0)
 
-        def run(k: int) -> None:
+        def run_block(nb: int) -> None:
             compact = self._kernel_compacts
-            ev, ev_count, ev_cap = (self.ev_list, self.ev_count, self.e_cap) if compact else (act_lo, act_lo, 0)
-            kern[grid](self.v, self.g, self.cnt, rfc, rfc_stride, self.inc[k], self.spk_buf[k],
-                       self.kick_buf[k], kstride, self.act_t, act_lo, act_hi, N, *consts,
-                       ev, ev_count, ev_cap, k * BN,
+            ev, ev_count, ev_cap = (self.ev_list, self.ev_count, self.e_cap) if compact else (dummy_i32, dummy_i32, 0)
+            kern[grid](self.v, self.g, self.cnt, rfc, rfc_stride, self.inc, self.spk_buf, BN, nb,
+                       self.kick_buf, kkstride, kstride, slot, N, *consts,
+                       ev, ev_count, ev_cap,
                        BLOCK=BLOCK, HAS_KICKS=has_kicks, COMPACT=compact, WRITE_SPK=not compact, num_warps=4)
 
-        self._check_fused(run)
-        return run
+        self._check_fused(run_block)
+        return run_block
 
     def _check_fused(self, run: Callable[[int], None]) -> None:
-        """Compare one fused step with the eager step on a random state (then restore the state)."""
+        """Compare a few steps of the fused kernel with the eager step on a random state.
+
+        The state (v, g, counter, spike masks, increments, kicks of those steps) is
+        restored afterwards. Also checks the variant that lists the spikes (sync-free
+        path); if only that one fails, the sync-free path compacts with nonzero_static.
+        """
         torch = self.torch
         c = self.c
-        gen = torch.Generator(device=self.dev).manual_seed(12345)
         dev = self.dev
+        gen = torch.Generator(device=dev).manual_seed(12345)
+        nk = min(3, self.K)
         shape = (self.B, self.N)
         f = self.fdtype
-        tensors = [self.v, self.g, self.cnt, self.spk_buf[0], self.inc[0], self.kick_buf[0]]
+        tensors = [self.v, self.g, self.cnt, self.spk_buf[:nk], self.inc[:nk], self.kick_buf[:nk]]
         saved = [t.clone() for t in tensors]
         span = c.v_th - c.v_rst
         v0 = (c.v_rst + 1.3 * span * torch.rand(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
         g0 = (0.2 * span * torch.randn(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
         cnt0 = torch.randint(-8, 4, shape, generator=gen, device=dev).clamp_min(0).to(self.cnt.dtype)
-        inc0 = (0.1 * span * torch.randn(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
-        kick0 = (c.kick * (torch.rand(self.kick_buf[0].shape, generator=gen, device=dev) < 0.5)).to(f)
+        inc0 = (0.1 * span * torch.randn((nk,) + shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
+        kick0 = (c.kick * (torch.rand(self.kick_buf[:nk].shape, generator=gen, device=dev) < 0.5)).to(f)
+        no_spk = torch.zeros((nk,) + shape, dtype=torch.bool, device=dev)
+
+        def start() -> None:
+            for t, val in zip(tensors, (v0, g0, cnt0, no_spk, inc0, kick0)):
+                t.copy_(val)
+
+        def eager(n: int) -> None:
+            for k in range(n):
+                self._step_eager(k)
+
         outs = []
         try:
-            no_spk = torch.zeros(shape, dtype=torch.bool, device=dev)
-            for fn in (self._step_eager, run):
-                for t, val in zip(tensors[:5], (v0, g0, cnt0, no_spk, inc0)):
-                    t.copy_(val)
-                self.kick_buf[0].copy_(kick0)
-                fn(0)
+            for fn in (eager, run):
+                start()
+                fn(nk)
                 outs.append([t.clone() for t in tensors[:4]])
             (ve, ge, ce, se), (vf, gf, cf, sf) = outs
-            n_diff = int((se != sf).sum())
             # the kernel may contract multiply-adds (last-bit differences), so a neuron within
             # an ulp of the threshold may differ: compare the others
-            same = se == sf
-            ok = (n_diff <= max(2, se.numel() // 100000)
+            same = (se == sf).all(0)
+            n_diff = int((~same).sum())
+            ok = (n_diff <= max(2, same.numel() // 100000)
                   and bool(torch.equal(ce[same], cf[same]))
                   and bool(torch.allclose(ve[same], vf[same], rtol=1e-5, atol=1e-8))
                   and bool(torch.allclose(ge[same], gf[same], rtol=1e-5, atol=1e-8)))
             if not ok:
-                raise RuntimeError(f"fused step kernel disagrees with the eager step on a random state "
-                                   f"({n_diff} spikes differ, max |dv| {float((ve - vf).abs().max()):.3g} V)")
-            # the variant that also appends the spikes to a list (sync-free path): same
-            # spikes, the list equal to nonzero() of the mask; if it fails, the sync-free
-            # path compacts with nonzero_static instead
+                raise RuntimeError(f"fused kernel disagrees with the eager step on a random state "
+                                   f"({n_diff} neurons spike differently, max |dv| "
+                                   f"{float((ve - vf).abs().max()):.3g} V)")
             self._compact_ok = False
             try:
                 n_exp = int(sf.sum())
                 cap = n_exp + 7
-                for t, val in zip(tensors[:5], (v0, g0, cnt0, no_spk, inc0)):
-                    t.copy_(val)
-                self.ev_list = torch.full((cap,), -1, dtype=torch.int64, device=self.dev)
-                self.ev_count = torch.zeros(1, dtype=torch.int32, device=self.dev)
+                start()
+                self.ev_list = torch.full((cap,), -1, dtype=torch.int64, device=dev)
+                self.ev_count = torch.zeros(1, dtype=torch.int32, device=dev)
                 self.e_cap, self._kernel_compacts = cap, True
-                run(0)
+                run(nk)
                 got = torch.sort(self.ev_list[self.ev_list >= 0]).values
                 want = torch.nonzero(sf.reshape(-1)).squeeze(1)
                 if int(self.ev_count[0]) != n_exp or not torch.equal(got, want):
@@ -932,6 +947,9 @@ class _BatchRunner:
                 t.copy_(old)
 
     def _run_steps(self, n: int) -> None:
+        if self._block_fn is not None:  # the fused kernel: the n steps in one launch
+            self._block_fn(n)
+            return
         for k in range(n):
             self._step_fn(k)
 
@@ -951,7 +969,7 @@ class _BatchRunner:
         if eng.fused_kernel and self.dense and self.fdtype == self.torch.float32:
             t0 = time.perf_counter()
             try:
-                self._step_fn = self._make_fused()
+                self._block_fn = self._make_fused()
                 self.info["fused_kernel"] = True
             except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
                 log.warning("torch engine: the fused Triton step kernel is unavailable (%s: %s); using %s",
