@@ -198,14 +198,20 @@ def test_packed_synapses_drop_what_delivers_nothing():
     weight = np.array([2.0, 0.0, -3.0, 5.0, 1.0, 4.0, 7.0])
     skip_pre = np.array([False, True, False])
     skip_post = np.array([False, False, True])
-    ptr, syn, wtab = K.pack_synapses(indptr, post, weight, 0.5, skip_pre, skip_post)
-    assert ptr.tolist() == [0, 2, 2, 3]
-    assert syn[0::2].tolist() == [1, 0, 1]
-    assert wtab[syn[1::2]].tolist() == [2.0 * 0.5, -3.0 * 0.5, 4.0 * 0.5]
+    ptr, syn, wtab, bits = K.pack_synapses(indptr, post, weight, 0.5, skip_pre, skip_post)
+    assert syn.dtype == np.uint32 and ptr.tolist() == [0, 2, 2, 3]
+    assert (syn >> bits).tolist() == [1, 0, 1]
+    assert wtab[syn & ((1 << bits) - 1)].tolist() == [2.0 * 0.5, -3.0 * 0.5, 4.0 * 0.5]
     # weights that are not integers: a table of their distinct values, bit for bit
     w = np.array([0.1, -0.7, 0.1, 2.5, 1e-3, 0.3, 0.2])
-    ptr, syn, wtab = K.pack_synapses(indptr, post, w, 2.75e-4, np.zeros(3, bool), None)
-    assert ptr.tolist() == [0, 3, 5, 7] and np.array_equal(wtab[syn[1::2]], w * 2.75e-4)
+    ptr, syn, wtab, bits = K.pack_synapses(indptr, post, w, 2.75e-4, np.zeros(3, bool), None)
+    assert ptr.tolist() == [0, 3, 5, 7] and np.array_equal(wtab[syn & ((1 << bits) - 1)], w * 2.75e-4)
+    # target and code that do not fit in 32 bits: 8-byte records
+    big = np.array([0, 1, 5_000_000], np.int32)
+    ptr, syn, wtab, bits = K.pack_synapses(np.array([0, 3], np.int64), big, np.array([1.0, -2000.0, 2000.0]), 1.0,
+                                           np.zeros(1, bool), None)
+    assert syn.dtype == np.uint64 and (syn >> bits).tolist() == [0, 1, 5_000_000]
+    assert wtab[syn & ((1 << bits) - 1)].tolist() == [1.0, -2000.0, 2000.0]
 
 
 @pytest.mark.parametrize("seed", [3, 4])

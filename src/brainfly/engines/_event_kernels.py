@@ -53,27 +53,40 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
-                  skip_pre: np.ndarray, skip_post: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Connections as the kernel reads them: one 8-byte record (target, weight code) each.
+                  skip_pre: np.ndarray, skip_post: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Connections as the kernel reads them: one record ``(target << code_bits) | code``
+    each, 4 bytes where target and code fit in 32 bits (the full brain does), else 8.
 
     Connections that deliver nothing (zero weight, a row in *skip_pre*, a target in
     *skip_post*) are left out. ``wtab[code]`` is the weight in volts, ``weight * w_scale``
     computed as before (bit for bit); integer counts (the canonical files) index a table
     of the integers in their range, other weights a table of their distinct values.
 
-    Returns ``(indptr64, syn int32 (2 * kept,), wtab float64)``.
+    Returns ``(indptr int64, syn uint32 or uint64, wtab float64, code_bits)``.
     """
     if skip_post is None:
         skip_post = np.zeros(0, np.bool_)
+    n_targets = int(post.max()) + 1 if post.size else 1
     lo, hi, integral = _weight_range(weight)
+    code = None
     if integral and hi - lo < 2 ** 20:
-        base = int(lo)
-        wtab = np.arange(base, int(hi) + 1, dtype=np.float64) * w_scale
-        new_ptr, syn = _pack_integral(indptr, post, weight, float(base), skip_pre, skip_post)
-        return new_ptr, syn, wtab
-    vals, code = np.unique(weight, return_inverse=True)
-    new_ptr, syn = _pack_codes(indptr, post, weight, code.astype(np.int32), skip_pre, skip_post)
-    return new_ptr, syn, np.ascontiguousarray(vals * w_scale, dtype=np.float64)
+        base = float(int(lo))
+        wtab = np.arange(int(lo), int(hi) + 1, dtype=np.float64) * w_scale
+    else:
+        vals, code = np.unique(weight, return_inverse=True)
+        code = code.astype(np.int64)
+        base = 0.0
+        wtab = np.ascontiguousarray(vals * w_scale, dtype=np.float64)
+    code_bits = max(1, (len(wtab) - 1).bit_length())
+    dtype = np.uint32 if code_bits + max(1, (n_targets - 1).bit_length()) <= 32 else np.uint64
+    if dtype is np.uint64:
+        code_bits = 32
+    new_ptr = _count_kept(indptr, post, weight, skip_pre, skip_post)
+    syn = np.empty(int(new_ptr[-1]), dtype)
+    if code is None:
+        code = np.zeros(0, np.int64)
+    _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits)
+    return new_ptr, syn, wtab, code_bits
 
 
 @njit(cache=True, nogil=True)
@@ -93,7 +106,7 @@ def _weight_range(weight):
 
 
 @njit(cache=True, nogil=True)
-def _pack_integral(indptr, post, weight, base, skip_pre, skip_post):
+def _count_kept(indptr, post, weight, skip_pre, skip_post):
     n = indptr.shape[0] - 1
     new_ptr = np.zeros(n + 1, np.int64)
     n_kept = 0
@@ -103,39 +116,23 @@ def _pack_integral(indptr, post, weight, base, skip_pre, skip_post):
                 if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
                     n_kept += 1
         new_ptr[j + 1] = n_kept
-    syn = np.empty(2 * n_kept, np.int32)
-    q = 0
-    for j in range(n):
-        if not skip_pre[j]:
-            for k in range(indptr[j], indptr[j + 1]):
-                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
-                    syn[q] = post[k]
-                    syn[q + 1] = np.int32(weight[k] - base)
-                    q += 2
-    return new_ptr, syn
+    return new_ptr
 
 
 @njit(cache=True, nogil=True)
-def _pack_codes(indptr, post, weight, code, skip_pre, skip_post):
+def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits):
+    """``syn[q] = (post << code_bits) | code`` for the kept connections; the code is
+    ``weight - base`` (integer weights) or ``code[k]`` (a table of distinct values)."""
     n = indptr.shape[0] - 1
-    new_ptr = np.zeros(n + 1, np.int64)
-    n_kept = 0
-    for j in range(n):
-        if not skip_pre[j]:
-            for k in range(indptr[j], indptr[j + 1]):
-                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
-                    n_kept += 1
-        new_ptr[j + 1] = n_kept
-    syn = np.empty(2 * n_kept, np.int32)
+    sh = np.uint64(code_bits)
     q = 0
     for j in range(n):
         if not skip_pre[j]:
             for k in range(indptr[j], indptr[j + 1]):
                 if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
-                    syn[q] = post[k]
-                    syn[q + 1] = code[k]
-                    q += 2
-    return new_ptr, syn
+                    c = np.uint64(code[k]) if code.shape[0] > 0 else np.uint64(np.int64(weight[k] - base))
+                    syn[q] = (np.uint64(post[k]) << sh) | c
+                    q += 1
 
 
 def peak_table(a: float, b: float, rho_max: float = 64.0, size: int = 16384) -> tuple[np.ndarray, float]:
@@ -308,25 +305,28 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
+def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of neuron t at 2t, Q at 2t+1), and queue the
     targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` for re-prediction;
-    a refractory target's far negative P never queues it. A function of its own: few live values, so that
-    the loop keeps its pointers in registers. Returns the new length of ``touched``."""
+    a refractory target's far negative P never queues it. Returns the new length of
+    ``touched``. (Unsigned indices: numba then emits no negative-index wraparound.)"""
     one = np.uint64(1)
     two = np.uint64(2)
-    ahead = np.uint64(2 * PREFETCH_AHEAD)
-    kk = np.uint64(2 * k0)
-    hi = np.uint64(2 * k1)
-    mid = np.uint64(2 * max(k0, k1 - PREFETCH_AHEAD))
+    cbits = np.uint64(code_bits)
+    cmask = (one << cbits) - one
+    ahead = np.uint64(PREFETCH_AHEAD)
+    kk = np.uint64(k0)
+    hi = np.uint64(k1)
+    mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD))
     # the same loop twice: with a prefetch of the target record PREFETCH_AHEAD connections
     # ahead, then for the last ones of the row
     while kk < mid:
-        _prefetch(hot, two * np.uint64(syn[kk + ahead]))
-        t = np.uint64(syn[kk])
-        w = wtab[np.uint64(syn[kk + one])]
-        kk += two
+        _prefetch(hot, two * (np.uint64(syn[kk + ahead]) >> cbits))
+        v = np.uint64(syn[kk])
+        t = v >> cbits
+        w = wtab[v & cmask]
+        kk += one
         i0 = t + t
         pp = hot[i0] + w * ca
         qq = hot[i0 + one] + w * cb
@@ -343,9 +343,10 @@ def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk
                 touched[n_touched] = np.int64(t)
                 n_touched += 1
     while kk < hi:
-        t = np.uint64(syn[kk])
-        w = wtab[np.uint64(syn[kk + one])]
-        kk += two
+        v = np.uint64(syn[kk])
+        t = v >> cbits
+        w = wtab[v & cmask]
+        kk += one
         i0 = t + t
         pp = hot[i0] + w * ca
         qq = hot[i0 + one] + w * cb
@@ -365,7 +366,7 @@ def _deliver(k0, k1, syn, wtab, hot, flags, touched, n_touched, ca, cb, ak_n, bk
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
+def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
@@ -392,7 +393,7 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
     far from overflow.
 
     Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
-    ``syn[2k]`` (target) and ``syn[2k + 1]`` (index into ``wtab``, volts) of the
+    ``syn[k] = (target << code_bits) | code`` (``wtab[code]``: the weight in volts) of the
     connections of neuron j that deliver anything.
 
     Returns
@@ -611,13 +612,13 @@ def run_trial(indptr, syn, wtab, rfc, is_driven, rel_delays,
                 k0 = indptr[j]
                 k1 = indptr[j + 1]
                 n_events += k1 - k0
-                n_touched = _deliver(k0, k1, syn, wtab, hot_flat, flags, touched, n_touched,
+                n_touched = _deliver(k0, k1, syn, wtab, code_bits, hot_flat, flags, touched, n_touched,
                                      ca, cb, ak_n, bk_n, x_th)
                 if meta[j, 3] == src:
                     # the first spike of j: its targets not reached before are reached now,
                     # in the order of their first input (no earlier spike of j reached them)
                     for k in range(k0, k1):
-                        t = syn[2 * k]
+                        t = np.int64(np.uint64(syn[k]) >> np.uint64(code_bits))
                         if not (flags[t] & REACHED):
                             flags[t] |= REACHED
                             meta[t, 2] = n

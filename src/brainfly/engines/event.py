@@ -29,8 +29,8 @@ to Q (a kick adds ``kick a^-(m-B)`` to P) with per-step constants from precomput
 tables, so an event costs two multiply-adds on one 16-byte record (four to a cache line,
 prefetched a few connections ahead) and no ``exp``; a neuron that receives no input is
 never touched. The connections are packed once per connectome and silencing into 8-byte
-records (target, index into a small table of weights in volts, ``count * w_syn`` bit for
-bit); connections that deliver nothing (zero weight, silenced) are left out. B moves
+records ``(target << code_bits) | code`` (4 bytes where they fit: code indexes a small
+table of weights in volts, ``count * w_syn`` bit for bit); connections that deliver nothing (zero weight, silenced) are left out. B moves
 every 1024 steps (P, Q of the neurons reached are rescaled), which keeps ``a^-k``,
 ``b^-k`` far from overflow.
 
@@ -178,7 +178,7 @@ class EventEngine(Engine):
         super().__init__(**merged)
         self._pool_lock = threading.Lock()
 
-    def _packed(self, sim: SimulationInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _packed(self, sim: SimulationInput) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """The connections packed for the kernel (:func:`_event_kernels.pack_synapses`),
         kept for the last connectome and silencing seen, by all instances (packing costs
         more than a trial; one copy, 8 bytes per connection)."""
@@ -257,7 +257,7 @@ class EventEngine(Engine):
         trials = [int(k) for k in trials]
         if n_steps >= 2 ** 31 - 1024:
             raise ValidationError(f"engine 'event': n_steps must be below 2**31 - 1024 (got {n_steps})")
-        indptr, syn, wtab = self._packed(sim)
+        indptr, syn, wtab, code_bits = self._packed(sim)
         rfc = np.ascontiguousarray(sim.refractory_steps, dtype=np.int64)
         lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
         if ((rfc == lo_r) | (rfc == hi_r)).all():  # the usual case: 0 (driven) and 22
@@ -303,7 +303,7 @@ class EventEngine(Engine):
 
         def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
             return K.run_trial(
-                indptr, syn, wtab, rfc, driven, rel_delays, kick_idx[lo:hi], kick_step[lo:hi],
+                indptr, syn, wtab, code_bits, rfc, driven, rel_delays, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
                 a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
                 htab, h_per_rho,
