@@ -488,3 +488,33 @@ def test_fused_kernel_compiles_for_h100_without_a_gpu():
             out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
             assert out.asm["cubin"]
             assert out.asm["ptx"].count("atom.") == (1 if compact else 0)
+
+
+def test_sync_free_capacity_grown_once_is_kept_for_the_next_batches():
+    """After an overflow the engine remembers the grown capacities (same network, batch size)."""
+    from brainfly.engines import torch_engine as te
+
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 250.0),), t_run=0.05, n_trials=4, seed=2)
+    ref = get_engine("torch", dtype="float32", delivery="dense").run(net, exp)
+    eng = get_engine("torch", dtype="float32", delivery="dense", sync_free=True, batch_size=2)
+    orig = te._BatchRunner._run_sync_free
+
+    def small_first(self):  # the default capacities, shrunk to force an overflow in the first batch
+        if not getattr(self.engine, "_learned_capacity", None):
+            self.engine.spike_capacity, self.engine.synapse_capacity = 2, 3
+            try:
+                return orig(self)
+            finally:
+                self.engine.spike_capacity = self.engine.synapse_capacity = None
+        return orig(self)
+
+    te._BatchRunner._run_sync_free = small_first
+    try:
+        res = eng.run(net, exp)  # two batches of 2 rows: the first grows, the second starts grown
+    finally:
+        te._BatchRunner._run_sync_free = orig
+    assert _same(res, ref)
+    assert res.meta["capacity_restarts"] > 0
+    learned = list(eng._learned_capacity.values())
+    assert len(learned) == 1 and learned[0][0] >= 8 and learned[0][1] >= 12

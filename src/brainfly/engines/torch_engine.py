@@ -1267,15 +1267,24 @@ class _BatchRunner:
         self._kernel_compacts = bool(self.info.get("fused_kernel")) and self._compact_ok
         self.info["spikes_compacted_in_kernel"] = self._kernel_compacts
         mean_deg = max(1.0, float(self.net.n_edges) / max(self.n_real, 1))
-        e_cap = self.engine.spike_capacity or max(1024, 8 * self.B * self.K)
+        e_cap = self.engine.spike_capacity or max(256, 8 * self.B * self.K)
         # synaptic events: room for 2 * e_cap spikes of mean out-degree, rounded up to a power
-        # of two (B=1: 262144, B=32: 1048576). Sugar on the synthetic brain needs ~30 spikes
+        # of two (B=1: 65536, B=32: 1048576; each slot costs ~40 bytes of gather traffic per
+        # block, about what the fused step kernel moves per neuron of a row). Sugar on the synthetic brain needs ~30 spikes
         # (~3k-10k events) per trial and block, but the trials of a batch start in step and
         # their first waves coincide; an overflow reruns the batch (and recompiles the
         # gather), while unused slots now cost one coalesced pass. The load actually seen
         # is recorded (meta['max_events_per_block']) to tune this.
         s_cap = self.engine.synapse_capacity or max(1 << 16,
                                                      1 << max(0, int(2 * e_cap * mean_deg) - 1).bit_length())
+        # capacities that a previous batch of this engine had to grow to (same network and
+        # batch size): start there instead of overflowing and rerunning again
+        learned = getattr(self.engine, "_learned_capacity", None)
+        if learned is None:
+            learned = self.engine._learned_capacity = {}
+        key = (id(self.net), self.B, self.K)
+        if key in learned and self.engine.spike_capacity is None and self.engine.synapse_capacity is None:
+            e_cap, s_cap = (max(a, b) for a, b in zip((e_cap, s_cap), learned[key]))
         restarts = 0
         while True:
             self._alloc_sync_free(e_cap, s_cap)
@@ -1295,6 +1304,8 @@ class _BatchRunner:
             self.info["capacity_restarts"] = restarts
             self.info["spike_capacity"] = e_cap
             self.info["synapse_capacity"] = s_cap
+            if restarts:
+                learned[key] = (e_cap, s_cap)
             return out
 
     def _attempt_sync_free(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
