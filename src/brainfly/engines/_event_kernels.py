@@ -48,8 +48,16 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     hot = _aligned((n_neurons, 2))
     meta = np.full((n_neurons, 4), -1, np.int32)
     meta[:, 0] = 0
+    cap_e = 2 * n_neurons + 1024
+    cap_s = n_neurons + 1024
     return {"hot": hot, "flags": np.zeros(n_neurons, np.uint8), "meta": meta,
-            "pred": np.zeros((n_neurons, 3), np.float64), "head": np.full(ring, -1, np.int64)}
+            "pred": np.zeros((n_neurons, 3), np.float64), "head": np.full(ring, -1, np.int64),
+            # buffers of the queue entries, the spike record (both may grow), the spike
+            # index per step (sized for the trial), the neurons reached and queued
+            "e_nrn": np.zeros(cap_e, np.int64), "e_step": np.zeros(cap_e, np.int64),
+            "e_next": np.zeros(cap_e, np.int64), "sp_idx": np.zeros(cap_s, np.int32),
+            "sp_step": np.zeros(cap_s, np.int64), "step_ptr": np.zeros(1, np.int64),
+            "reached": np.zeros(n_neurons, np.int64), "touched": np.zeros(n_neurons, np.int64)}
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
@@ -371,6 +379,7 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
               htab, h_per_rho, hot, flags, meta, pred, head,
+              e_nrn, e_step, e_next, sp_idx, sp_step, step_ptr, reached, touched,
               runaway_window, runaway_count, runaway_quiet):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
@@ -420,22 +429,15 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
     # reloads it on every iteration, several times slower): a neuron enters ``touched``
     # and ``reached`` at most once per step / trial; the spike record and the prediction
     # entries grow, if needed, only at the top of a step, by at least n_neurons.
+    # (the buffers come from the workspace, which keeps them between trials: fresh pages
+    # would be zeroed by the system on first touch, on every trial)
     n_neurons = hot.shape[0]
     hot_flat = hot.reshape(2 * n_neurons)
-    cap_e = 2 * n_neurons + 1024
-    e_nrn = np.empty(cap_e, np.int64)
-    e_step = np.empty(cap_e, np.int64)
-    e_next = np.empty(cap_e, np.int64)
     n_e = 0
     free_e = -1
-    cap_s = n_neurons + 1024
-    sp_idx = np.empty(cap_s, np.int32)
-    sp_step = np.empty(cap_s, np.int64)
     n_sp = 0
-    step_ptr = np.zeros(n_steps + 1, np.int64)
-    reached = np.empty(n_neurons, np.int64)
+    step_ptr[0] = 0
     n_reached = 0
-    touched = np.empty(n_neurons, np.int64)
     n_kicks = kick_idx.shape[0]
     kp = 0
     last_kick = -1
@@ -718,4 +720,4 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
     counters[2] = n_detail
     counters[3] = n_hit
     return (sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached,
-            runaway_kind, runaway_onset, counters)
+            runaway_kind, runaway_onset, counters, e_nrn, e_step, e_next)

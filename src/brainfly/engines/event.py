@@ -302,14 +302,21 @@ class EventEngine(Engine):
         kick_step = np.ascontiguousarray(kicks.step, dtype=np.int64)
 
         def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
-            return K.run_trial(
+            if ws["step_ptr"].shape[0] < steps + 1:
+                ws["step_ptr"] = np.zeros(steps + 1, np.int64)
+            out = K.run_trial(
                 indptr, syn, wtab, code_bits, rfc, driven, rel_delays, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
                 a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
                 htab, h_per_rho,
                 ws["hot"], ws["flags"], ws["meta"], ws["pred"], ws["head"],
+                ws["e_nrn"], ws["e_step"], ws["e_next"], ws["sp_idx"], ws["sp_step"], ws["step_ptr"],
+                ws["reached"], ws["touched"],
                 window, count, quiet,
             )
+            # the buffers that grew stay with the workspace
+            ws["sp_idx"], ws["sp_step"], ws["e_nrn"], ws["e_step"], ws["e_next"] = out[0], out[1], out[10], out[11], out[12]
+            return out[:10]
 
         # numba compiles (or loads from its cache) on the first call in a process: do it
         # on an empty trial so that build_s and sim_s are told apart
