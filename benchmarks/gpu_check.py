@@ -4,10 +4,13 @@ Measures, on one CUDA device, the sugar experiment (21 sugar GRNs at 200 Hz):
 
 - exactness on the full brain: CUDA float64 against the CPU exact mode (1 trial, short);
 - speed: 1 trial x 1 s (target < 0.1 s) and 32 trials x 1 s (target < 0.5 s) for the
-  default fast mode (float32, sync-free gathers, CUDA graph), with ``torch.compile``,
-  without the CUDA graph, with one synchronisation per block (``sync_free=False``), in
-  float64, with on-device Poisson draws; and a screen of 100 silencing conditions as one
-  batch (:meth:`TorchEngine.run_batch`).
+  default fast mode (float32, fused Triton block kernel, sync-free gathers, CUDA graph),
+  with one synchronisation per block (``sync_free=False``), with the ``torch.compile``
+  step instead of the fused kernel, eager, without the CUDA graph, in float64, with
+  on-device Poisson draws; and a screen of 100 silencing conditions as one batch
+  (:meth:`TorchEngine.run_batch`). Each record's ``meta`` says whether the fused kernel
+  ran (``fused_kernel``, else ``fused_kernel_error``), whether it listed the spikes
+  itself, and the most spikes / synaptic events seen per block against the capacities.
 
 Every record is appended to ``OUT/gpu_bench.json`` as soon as it is measured, so a run
 cut short still leaves its figures. A deadline (``--budget-s``) skips what would not

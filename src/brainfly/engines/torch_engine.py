@@ -541,7 +541,7 @@ def _fused_step_kernel() -> Any:
     import triton
     import triton.language as tl
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_steps", "ev_cap"])  # one binary for every block length / capacity
     def lif_block(v_ptr, g_ptr, cnt_ptr, rfc_ptr, rfc_stride, inc_ptr, spk_ptr, BN, n_steps,
                   kick_ptr, kick_kstride, kick_stride, slot_ptr, N,
                   gd, vd, vg, vc, vth, vrst, ev_ptr, ev_count_ptr, ev_cap,
