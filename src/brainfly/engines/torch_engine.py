@@ -220,6 +220,7 @@ class TorchEngine(Engine):
     capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
     exact = True  # the default configuration (CPU, float64, sequential delivery)
     description = "batched PyTorch engine (CPU/CUDA); float64 exact mode, float32 fast mode"
+    trials_per_chunk = 64  # one GPU batch should hold all trials of a typical run
 
     def __init__(self, device: str = "cpu", dtype: str | None = None, batch_size: int | None = None,
                  delivery: str | None = None, kicks: str = "schedule", cuda_graph: bool | None = None,
