@@ -61,7 +61,8 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
-                  skip_pre: np.ndarray, skip_post: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                  skip_pre: np.ndarray, skip_post: np.ndarray | None,
+                  order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Connections as the kernel reads them: one record ``(target << code_bits) | code``
     each, 4 bytes where target and code fit in 32 bits (the full brain does), else 8.
 
@@ -69,12 +70,25 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
     *skip_post*) are left out. ``wtab[code]`` is the weight in volts, ``weight * w_scale``
     computed as before (bit for bit); integer counts (the canonical files) index a table
     of the integers in their range, other weights a table of their distinct values.
+    With *order* (a permutation: ``order[i]`` is the model index of internal neuron i),
+    rows and targets are in the internal numbering (row i holds the connections of
+    ``order[i]``, in their order; targets are internal indices); *skip_pre*, *skip_post*
+    stay in model indices.
 
     Returns ``(indptr int64, syn uint32 or uint64, wtab float64, code_bits)``.
     """
     if skip_post is None:
         skip_post = np.zeros(0, np.bool_)
+    n = indptr.shape[0] - 1
     n_targets = int(post.max()) + 1 if post.size else 1
+    if order is None:
+        order = np.arange(n, dtype=np.int64)
+        relabel = np.arange(max(n, n_targets), dtype=np.int64)
+    else:
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        relabel = np.empty(n, np.int64)
+        relabel[order] = np.arange(n, dtype=np.int64)
+        n_targets = n
     lo, hi, integral = _weight_range(weight)
     code = None
     if integral and hi - lo < 2 ** 20:
@@ -89,11 +103,11 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
     dtype = np.uint32 if code_bits + max(1, (n_targets - 1).bit_length()) <= 32 else np.uint64
     if dtype is np.uint64:
         code_bits = 32
-    new_ptr = _count_kept(indptr, post, weight, skip_pre, skip_post)
+    new_ptr = _count_kept(indptr, post, weight, skip_pre, skip_post, order)
     syn = np.empty(int(new_ptr[-1]), dtype)
     if code is None:
         code = np.zeros(0, np.int64)
-    _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits)
+    _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits, order, relabel)
     return new_ptr, syn, wtab, code_bits
 
 
@@ -114,32 +128,35 @@ def _weight_range(weight):
 
 
 @njit(cache=True, nogil=True)
-def _count_kept(indptr, post, weight, skip_pre, skip_post):
+def _count_kept(indptr, post, weight, skip_pre, skip_post, order):
     n = indptr.shape[0] - 1
     new_ptr = np.zeros(n + 1, np.int64)
     n_kept = 0
-    for j in range(n):
+    for i in range(n):
+        j = order[i]
         if not skip_pre[j]:
             for k in range(indptr[j], indptr[j + 1]):
                 if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
                     n_kept += 1
-        new_ptr[j + 1] = n_kept
+        new_ptr[i + 1] = n_kept
     return new_ptr
 
 
 @njit(cache=True, nogil=True)
-def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits):
-    """``syn[q] = (post << code_bits) | code`` for the kept connections; the code is
-    ``weight - base`` (integer weights) or ``code[k]`` (a table of distinct values)."""
+def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits, order, relabel):
+    """``syn[q] = (relabel[post] << code_bits) | code`` for the kept connections, rows in
+    *order*; the code is ``weight - base`` (integer weights) or ``code[k]`` (a table of
+    distinct values)."""
     n = indptr.shape[0] - 1
     sh = np.uint64(code_bits)
     q = 0
-    for j in range(n):
+    for i in range(n):
+        j = order[i]
         if not skip_pre[j]:
             for k in range(indptr[j], indptr[j + 1]):
                 if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
                     c = np.uint64(code[k]) if code.shape[0] > 0 else np.uint64(np.int64(weight[k] - base))
-                    syn[q] = (np.uint64(post[k]) << sh) | c
+                    syn[q] = (np.uint64(relabel[post[k]]) << sh) | c
                     q += 1
 
 
@@ -374,7 +391,7 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
+def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
@@ -403,7 +420,9 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
 
     Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
     ``syn[k] = (target << code_bits) | code`` (``wtab[code]``: the weight in volts) of the
-    connections of neuron j that deliver anything.
+    connections of neuron j that deliver anything. Neurons are numbered internally (all
+    per-neuron arrays, targets and the returned indices); ``orig[i]`` is the model index
+    of internal neuron i, which orders the spikes within a step (and so their delivery).
 
     Returns
     -------
@@ -547,10 +566,11 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays,
                 e_next[e] = head[bkt]
                 head[bkt] = e
             e = nxt
-        for p in range(start + 1, n_sp):  # canonical order within a step
+        for p in range(start + 1, n_sp):  # canonical order within a step (model index)
             val = sp_idx[p]
+            key = orig[val]
             q = p - 1
-            while q >= start and sp_idx[q] > val:
+            while q >= start and orig[sp_idx[q]] > key:
                 sp_idx[q + 1] = sp_idx[q]
                 q -= 1
             sp_idx[q + 1] = val

@@ -136,6 +136,8 @@ _DEFAULTS: dict[str, Any] = {
 #: The last packed connectome (see :meth:`EventEngine._packed`), shared by all instances.
 _PACK_CACHE: dict[str, tuple] = {}
 _PACK_LOCK = threading.Lock()
+#: Number the neurons internally by decreasing in-degree (see :meth:`EventEngine._packed`).
+_RENUMBER = True
 
 
 @register_engine
@@ -178,7 +180,7 @@ class EventEngine(Engine):
         super().__init__(**merged)
         self._pool_lock = threading.Lock()
 
-    def _packed(self, sim: SimulationInput) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def _packed(self, sim: SimulationInput) -> tuple:
         """The connections packed for the kernel (:func:`_event_kernels.pack_synapses`),
         kept for the last connectome and silencing seen, by all instances (packing costs
         more than a trial; one copy, 8 bytes per connection)."""
@@ -190,7 +192,7 @@ class EventEngine(Engine):
         digest = hashlib.sha1(np.packbits(sim.silenced_mask).tobytes())
         for arr in (net.indptr, net.post_idx, net.weight):
             digest.update(np.ascontiguousarray(arr[::997]).tobytes())
-        key = (id(net.indptr), id(net.post_idx), id(net.weight), len(net.post_idx), float(sim.coeffs.w_syn), both,
+        key = (id(net.indptr), id(net.post_idx), id(net.weight), len(net.post_idx), float(sim.coeffs.w_syn), both, _RENUMBER,
                digest.hexdigest())
         with _PACK_LOCK:
             cached = _PACK_CACHE.get("last")
@@ -200,11 +202,21 @@ class EventEngine(Engine):
             # w = count * w_syn per event, as weight_v() computes it (bit for bit); outgoing
             # silencing drops the rows of silenced neurons, "both" also the connections onto them
             mask = np.ascontiguousarray(sim.silenced_mask, dtype=np.bool_)
+            post = np.ascontiguousarray(net.post_idx, dtype=np.int32)
+            n = net.n_neurons
+            if _RENUMBER:
+                # internal numbering: by decreasing in-degree, so that the records of the
+                # neurons that receive most events share cache lines
+                order = np.argsort(-np.bincount(post, minlength=n), kind="stable").astype(np.int64)
+            else:
+                order = np.arange(n, dtype=np.int64)
+            relabel = np.empty(n, np.int64)
+            relabel[order] = np.arange(n, dtype=np.int64)
             packed = K.pack_synapses(
-                np.ascontiguousarray(net.indptr, dtype=np.int64), np.ascontiguousarray(net.post_idx, dtype=np.int32),
+                np.ascontiguousarray(net.indptr, dtype=np.int64), post,
                 np.ascontiguousarray(net.weight, dtype=np.float64), float(sim.coeffs.w_syn),
-                mask, mask if both else None,
-            )
+                mask, mask if both else None, order,
+            ) + (order, relabel)
             # the source arrays are held so that their ids are not reused by other arrays
             _PACK_CACHE["last"] = (key, (net.indptr, net.post_idx, net.weight), packed)
         return packed
@@ -257,8 +269,9 @@ class EventEngine(Engine):
         trials = [int(k) for k in trials]
         if n_steps >= 2 ** 31 - 1024:
             raise ValidationError(f"engine 'event': n_steps must be below 2**31 - 1024 (got {n_steps})")
-        indptr, syn, wtab, code_bits = self._packed(sim)
-        rfc = np.ascontiguousarray(sim.refractory_steps, dtype=np.int64)
+        indptr, syn, wtab, code_bits, order, relabel = self._packed(sim)
+        # per-neuron arrays in the internal numbering (order[i]: model index of neuron i)
+        rfc = np.ascontiguousarray(np.asarray(sim.refractory_steps, dtype=np.int64)[order])
         lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
         if ((rfc == lo_r) | (rfc == hi_r)).all():  # the usual case: 0 (driven) and 22
             rel_delays = np.unique(np.maximum(np.array([lo_r, hi_r], np.int64), 1))
@@ -276,6 +289,7 @@ class EventEngine(Engine):
         kicks = sim.kicks(trials)
         driven[kicks.idx] = True
         driven[sim.activated_idx] = True
+        driven = np.ascontiguousarray(driven[order])
         t_draw = time.perf_counter()
         # kicks of trial trials[j] are kicks[lo_j:hi_j] (the schedule is sorted by trial)
         lo_hi = [(int(np.searchsorted(kicks.trial, k, "left")), int(np.searchsorted(kicks.trial, k, "right")))
@@ -298,14 +312,14 @@ class EventEngine(Engine):
                     return pool.pop()
             return K.new_workspace(n, int(opts["ring_steps"]))
 
-        kick_idx = np.ascontiguousarray(kicks.idx, dtype=np.int64)
+        kick_idx = np.ascontiguousarray(relabel[kicks.idx], dtype=np.int64)
         kick_step = np.ascontiguousarray(kicks.step, dtype=np.int64)
 
         def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
             if ws["step_ptr"].shape[0] < steps + 1:
                 ws["step_ptr"] = np.zeros(steps + 1, np.int64)
             out = K.run_trial(
-                indptr, syn, wtab, code_bits, rfc, driven, rel_delays, kick_idx[lo:hi], kick_step[lo:hi],
+                indptr, syn, wtab, code_bits, rfc, driven, rel_delays, order, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
                 a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
                 htab, h_per_rho,
@@ -339,9 +353,9 @@ class EventEngine(Engine):
                 out = kernel(ws, lo, hi, n_steps)
                 sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached, kind, onset, counters = out
                 # neurons in the order they were reached (first input step, then event order)
-                front = (reached[:n_reached].copy(), first_in, first_sp)
+                front = (order[reached[:n_reached]], first_in, first_sp)
                 onset_kick = int(kicks.step[lo]) if hi > lo else -1
-                res = (sp_idx[:n_sp].copy(), sp_step[:n_sp].copy(), front, int(kind), int(onset),
+                res = (order[sp_idx[:n_sp]], sp_step[:n_sp].copy(), front, int(kind), int(onset),
                        counters.copy(), onset_kick)
             finally:
                 with pool_lock:
