@@ -282,6 +282,41 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
         if x <= x_th:
             return -1
         kp = 1
+    return _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, v_decay, v_from_g, g_decay,
+                           k_max, kp)
+
+
+@njit(cache=True, nogil=True)
+def _crossing_by(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
+                 v_const, v_decay, v_from_g, g_decay, k_max, k_by, htab, h_per_rho):
+    """:func:`_first_crossing` where the trajectory is known to lie above ``v_th`` at
+    k_by (a pending prediction that input since can only have advanced): the free
+    trajectory is unimodal, so the steps in 1..k_by above threshold are those from the
+    first crossing on, and bisection on them needs neither the bound nor the peak. Falls
+    back to :func:`_first_crossing` where the closed form at k_by says otherwise."""
+    v1 = v_const + (v_from_g * g + v_decay * v)
+    if v1 > v_th:
+        return 1
+    if k_by < 1 or k_by > k_max:
+        return _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
+                               v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho)
+    ak = _pow(apow, log_a, k_by)
+    bk = _pow(bpow, log_b, k_by)
+    if not (v0 + ((v - v0) * ak + c * (ak - bk) * g) > v_th):
+        return _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
+                               v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho)
+    return _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, v_decay, v_from_g, g_decay,
+                           k_max, k_by)
+
+
+@njit(cache=True, nogil=True)
+def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, v_decay, v_from_g, g_decay,
+                    k_max, kp):
+    """The end of :func:`_first_crossing`: the first k in 1..kp above threshold by
+    bisection where the closed form is above it at kp (the rising part up to the peak kp,
+    or up to a step known above), then Brian2's own update iterated from two steps
+    before to confirm it."""
+    x = v - v0
     ak = _pow(apow, log_a, kp)
     bk = _pow(bpow, log_b, kp)
     if not (v0 + (x * ak + c * (ak - bk) * g) > v_th):
@@ -682,6 +717,45 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
                     flags[t] = f & ~PENDING
                 continue
             qb = qq * bk_n
+            m_old = meta[t, 1]
+            if f & PENDING and m_old > n:
+                # a pending prediction: most input since has advanced it, and x above
+                # threshold at m_old bounds the search to the steps before it
+                ko = m_old - base
+                if pp * apow[ko] - qq * bpow[ko] > x_th:
+                    n_detail += 1
+                    k = _crossing_by(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                     apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n, m_old - n,
+                                     htab, h_per_rho)
+                    m = n + k if k > 0 else -1
+                    if m == m_old:
+                        # the queued entry stands; only the state it was made from changes
+                        n_hit += 1
+                        pred[t, 0] = pp
+                        pred[t, 1] = qq
+                        pred[t, 2] = base
+                        continue
+                    if m < 0:
+                        meta[t, 1] = -1
+                        flags[t] = f & ~PENDING
+                        continue
+                    n_hit += 1
+                    meta[t, 1] = m
+                    pred[t, 0] = pp
+                    pred[t, 1] = qq
+                    pred[t, 2] = base
+                    if free_e >= 0:
+                        e = free_e
+                        free_e = e_next[e]
+                    else:
+                        e = n_e
+                        n_e += 1
+                    e_nrn[e] = t
+                    e_step[e] = m
+                    bkt = m & ring_mask
+                    e_next[e] = head[bkt]
+                    head[bkt] = e
+                    continue
             if qq > 0.0:
                 # tabulated peak bound (see _first_crossing), here to save the call
                 big_a = pp * ak_n

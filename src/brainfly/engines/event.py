@@ -31,7 +31,7 @@ prefetched a few connections ahead) and no ``exp``; a neuron that receives no in
 never touched. The connections are packed once per connectome and silencing into 8-byte
 records ``(target << code_bits) | code`` (4 bytes where they fit: code indexes a small
 table of weights in volts, ``count * w_syn`` bit for bit); connections that deliver nothing (zero weight, silenced) are left out. B moves
-every 1024 steps (P, Q of the neurons reached are rescaled), which keeps ``a^-k``,
+every few thousand steps (P, Q of the neurons reached are rescaled), which keeps ``a^-k``,
 ``b^-k`` far from overflow.
 
 After a step's input, ``A = x + c g = P a^(n-B)`` bounds the neuron's free trajectory
@@ -136,6 +136,8 @@ _DEFAULTS: dict[str, Any] = {
 #: The last packed connectome (see :meth:`EventEngine._packed`), shared by all instances.
 _PACK_CACHE: dict[str, tuple] = {}
 _PACK_LOCK = threading.Lock()
+#: ln of the largest factor a^-k, b^-k that moves (P, Q) from the base step (~1e61).
+_REBASE_LOG = 140.0
 #: Number the neurons internally by decreasing in-degree (see :meth:`EventEngine._packed`).
 _RENUMBER = True
 
@@ -283,7 +285,8 @@ class EventEngine(Engine):
         t_mbr = p.t_mbr_ms * 1e-3
         a, b = co.v_decay, co.g_decay
         c = tau / (t_mbr - tau)
-        rebase = int(min(1024, n_steps + 1))
+        # B moves every `rebase` steps: as seldom as keeps a^-k, b^-k below ~1e61
+        rebase = int(max(1, min(n_steps + 1, _REBASE_LOG / -np.log(min(a, b)))))
         apow, bpow, ainv, binv, htab, h_per_rho = self._tables(a, b, n_steps, rebase)
 
         kicks = sim.kicks(trials)
