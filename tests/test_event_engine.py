@@ -103,13 +103,56 @@ def test_random_networks_with_silencing(mode, tmp_path):
     assert_same_spikes(res, ref, f"silencing {mode}")
 
 
-def test_long_run_crosses_rebase_and_ring_laps(tmp_path):
-    """3000 steps (the state's base moves every 1024 steps); a ring of 1 bucket makes every
-    prediction wait through later laps."""
+def test_long_run_crosses_rebase_and_ring_laps(tmp_path, monkeypatch):
+    """3000 steps (the state's base made to move every ~1000 steps); a ring of 1 bucket
+    makes every prediction wait through later laps."""
+    from brainfly.engines import event
+
+    monkeypatch.setattr(event, "_REBASE_LOG", 20.0)
     net, sched, _ = _random_case(5, n=20, n_driven=3, t_run=0.3, n_trials=1)
     res, ref = _run_both(net, sched, tmp_path, t_run=0.3, n_trials=1, ring_steps=1)
     assert ref.n_spikes > 100 and ref.step.max() > 2048
     assert_same_spikes(res, ref, "long run, ring of one bucket")
+
+
+def test_buffers_grow_during_a_trial(tmp_path, monkeypatch):
+    """Workspaces that start with tiny spike and queue buffers: they grow between steps."""
+    from brainfly.engines import _event_kernels as K
+
+    original = K.new_workspace
+
+    def tiny(n_neurons: int, ring: int = 1024) -> dict:
+        ws = original(n_neurons, ring)
+        for key in ("e_nrn", "e_step", "e_next", "sp_step"):
+            ws[key] = np.zeros(1, np.int64)
+        ws["sp_idx"] = np.zeros(1, np.int32)
+        return ws
+
+    net, sched, _ = _random_case(7, n=30, n_driven=8, t_run=0.5, n_trials=2)
+    monkeypatch.setattr(K, "new_workspace", tiny)
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.5, n_trials=2)
+    assert np.bincount(ref.trial).min() > 1100  # the spike record grows within each trial
+    assert_same_spikes(res, ref, "growing buffers")
+
+
+def test_internal_numbering_changes_nothing(monkeypatch):
+    """Neurons numbered internally by in-degree or by model index: the same spikes, in the
+    same order, and the same propagation front."""
+    from brainfly.engines import event
+
+    net, driven = random_network(120, 10, seed=4)
+    exp = Experiment(name="num", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 200.0),),
+                     t_run=0.1, n_trials=3, seed=5)
+    out = []
+    for renumber in (True, False):
+        monkeypatch.setattr(event, "_RENUMBER", renumber)
+        out.append(get_engine("event", n_threads=1).run(net, exp))
+    a, b = out
+    assert a.n_spikes > 50
+    assert np.array_equal(a.trial, b.trial) and np.array_equal(a.idx, b.idx) and np.array_equal(a.step, b.step)
+    fa, fb = a.meta["first_spike_step"], b.meta["first_spike_step"]
+    for key in fa:
+        assert np.array_equal(fa[key], fb[key]), key
 
 
 def test_threads_do_not_change_spikes():
@@ -212,6 +255,12 @@ def test_packed_synapses_drop_what_delivers_nothing():
                                            np.zeros(1, bool), None)
     assert syn.dtype == np.uint64 and (syn >> bits).tolist() == [0, 1, 5_000_000]
     assert wtab[syn & ((1 << bits) - 1)].tolist() == [1.0, -2000.0, 2000.0]
+    # an internal numbering: rows in its order, targets relabelled, skips in model indices
+    order = np.array([2, 0, 1])
+    ptr, syn, wtab, bits = K.pack_synapses(indptr, post, weight, 0.5, skip_pre, skip_post, order)
+    assert ptr.tolist() == [0, 1, 3, 3]  # rows of model neurons 2, 0, 1
+    assert (syn >> bits).tolist() == [2, 2, 1]  # model 1 -> internal 2, model 0 -> internal 1
+    assert wtab[syn & ((1 << bits) - 1)].tolist() == [4.0 * 0.5, 2.0 * 0.5, -3.0 * 0.5]
 
 
 @pytest.mark.parametrize("seed", [3, 4])

@@ -509,22 +509,10 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
     n_hit = 0
     base = 0
 
-    for n in range(n_steps):
-        # ---------------------------------------------------------------- 0. rebase
-        if n - base >= rebase:
-            shift = n - base
-            fa = apow[shift]
-            fb = bpow[shift]
-            for q in range(n_reached):
-                t = reached[q]
-                hot[t, 0] *= fa
-                hot[t, 1] *= fb
-            base = n
-        kb = n - base
-        ca = c * ainv[kb]
-        cb = c * binv[kb]
-        ak_n = apow[kb]
-        bk_n = bpow[kb]
+    n_lo = 0
+    while n_lo < n_steps:
+        # the buffers grow here, outside the loop over steps: an array reassigned inside
+        # it costs reference counting in every step
         if n_sp + n_neurons > sp_idx.shape[0]:
             sp_idx = _grow_i32(sp_idx, n_sp)
             sp_step = _grow_i64(sp_step, n_sp)
@@ -532,268 +520,291 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
             e_nrn = _grow_i64(e_nrn, n_e)
             e_step = _grow_i64(e_step, n_e)
             e_next = _grow_i64(e_next, n_e)
+        cap_sp = sp_idx.shape[0]
+        cap_e = e_nrn.shape[0]
+        n_first = n_lo
+        n_lo = n_steps
+        for n in range(n_first, n_steps):
+            # ---------------------------------------------------------------- 0. rebase
+            if n - base >= rebase:
+                shift = n - base
+                fa = apow[shift]
+                fb = bpow[shift]
+                for q in range(n_reached):
+                    t = reached[q]
+                    hot[t, 0] *= fa
+                    hot[t, 1] *= fb
+                base = n
+            kb = n - base
+            ca = c * ainv[kb]
+            cb = c * binv[kb]
+            ak_n = apow[kb]
+            bk_n = bpow[kb]
+            if n_sp + n_neurons > cap_sp or n_e + 2 * n_neurons > cap_e:
+                n_lo = n  # the buffers grow in the outer loop
+                break
 
-        # ---------------------------------------------------------------- 1. spikes
-        start = n_sp
-        bkt = n & ring_mask
-        e = head[bkt]
-        head[bkt] = -1
-        while e >= 0:
-            nxt = e_next[e]
-            if e_step[e] == n:
-                i = e_nrn[e]
-                e_next[e] = free_e
-                free_e = e
-                if meta[i, 1] == n:
-                    spike = True
-                    pp = hot[i, 0]
-                    qq = hot[i, 1]
-                    # (P, Q) of the prediction, rebased as hot was since then
-                    p_pr = pred[i, 0]
-                    q_pr = pred[i, 1]
-                    b_pr = int(pred[i, 2])
-                    while b_pr < base:
-                        p_pr *= apow[rebase]
-                        q_pr *= bpow[rebase]
-                        b_pr += rebase
-                    if pp != p_pr or qq != q_pr:
-                        # input since the prediction (inhibition, or too little to matter):
-                        # check the crossing, else predict again from step n - 1
-                        if not (pp * ak_n - qq * bk_n > x_th):
-                            spike = False
-                            n_detail += 1
-                            if kb >= 1:
-                                a1 = apow[kb - 1]
-                                b1 = bpow[kb - 1]
-                            else:  # just rebased: step n - 1 lies before the base
-                                a1 = ainv[1]
-                                b1 = binv[1]
-                            qb = qq * b1
-                            k = _first_crossing(v0 + (pp * a1 - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                                apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
-                                                htab, h_per_rho)
-                            m = n - 1 + k if k > 0 else -1
-                            if m == n:
-                                spike = True
-                            elif m > n:
-                                n_hit += 1
-                                meta[i, 1] = m
-                                pred[i, 0] = pp
-                                pred[i, 1] = qq
-                                pred[i, 2] = base
-                                f2 = free_e  # the entry just freed
-                                free_e = e_next[f2]
-                                e_nrn[f2] = i
-                                e_step[f2] = m
-                                b2 = m & ring_mask
-                                e_next[f2] = head[b2]
-                                head[b2] = f2
-                            else:
-                                meta[i, 1] = -1
-                                flags[i] &= ~PENDING
-                    if spike:
-                        meta[i, 1] = -1
-                        flags[i] &= ~PENDING
-                        sp_idx[n_sp] = i
-                        sp_step[n_sp] = n
-                        n_sp += 1
-            else:  # a later lap of the ring: keep
-                e_next[e] = head[bkt]
-                head[bkt] = e
-            e = nxt
-        for p in range(start + 1, n_sp):  # canonical order within a step (model index)
-            val = sp_idx[p]
-            key = orig[val]
-            q = p - 1
-            while q >= start and orig[sp_idx[q]] > key:
-                sp_idx[q + 1] = sp_idx[q]
-                q -= 1
-            sp_idx[q + 1] = val
-        n_new = 0
-        for p in range(start, n_sp):
-            i = sp_idx[p]
-            r = rfc[i]
-            meta[i, 0] = n + (r if r > 1 else 1)
-            if meta[i, 3] < 0:
-                meta[i, 3] = n
-            # until its release the neuron's input is dropped: a far negative P keeps the
-            # bound below threshold, so that the input does not queue it for re-prediction
-            hot[i, 0] = REFRACTORY_P
-            hot[i, 1] = 0.0
-            if not is_driven[i]:
-                n_new += 1
-        step_ptr[n + 1] = n_sp
-        if runaway_window > 0:
-            win_sum += n_new - win[slot]
-            win[slot] = n_new
-            slot += 1
-            if slot == runaway_window:
-                slot = 0
-            if runaway_kind == 0 and win_sum > runaway_count:
-                runaway_kind = 1
-                runaway_onset = n - runaway_window + 1
-                if runaway_onset < 0:
-                    runaway_onset = 0
-        if runaway_kind == 0 and runaway_quiet > 0 and n_new > 0 and n > last_kick + runaway_quiet:
-            runaway_kind = 2
-            runaway_onset = last_kick + 1
-
-        # ---------------------------------------------------------------- 2. releases
-        # neurons whose refractory period ends now restart from the reset state at n - 1
-        # (whatever reached them meanwhile is discarded, as Brian2 drops it)
-        kr = kb - 1
-        if kr >= 0:
-            p_rst = x_rst * ainv[kr]
-        else:
-            p_rst = x_rst * apow[-kr]
-        for d in range(rel_delays.shape[0]):
-            rd = rel_delays[d]
-            src = n - rd
-            if src < 0:
-                continue
-            for p in range(step_ptr[src], step_ptr[src + 1]):
-                i = sp_idx[p]
-                r = rfc[i]
-                if (r if r > 1 else 1) == rd:
-                    hot[i, 0] = p_rst
-                    hot[i, 1] = 0.0
-
-        # ---------------------------------------------------------------- 3. input
-        # Queue a neuron for re-prediction (once per step) where a crossing is possible
-        # (A, or x when g <= 0, above threshold).
-        n_touched = 0
-        src = n - delay
-        if src >= 0:
-            for p in range(step_ptr[src], step_ptr[src + 1]):
-                j = sp_idx[p]
-                k0 = indptr[j]
-                k1 = indptr[j + 1]
-                n_events += k1 - k0
-                n_touched = _deliver(k0, k1, syn, wtab, code_bits, hot_flat, flags, touched, n_touched,
-                                     ca, cb, ak_n, bk_n, x_th)
-                if meta[j, 3] == src:
-                    # the first spike of j: its targets not reached before are reached now,
-                    # in the order of their first input (no earlier spike of j reached them)
-                    for k in range(k0, k1):
-                        t = np.int64(np.uint64(syn[k]) >> np.uint64(code_bits))
-                        if not (flags[t] & REACHED):
-                            flags[t] |= REACHED
-                            meta[t, 2] = n
-                            reached[n_reached] = t
-                            n_reached += 1
-        pk = kick * ainv[kb]
-        while kp < n_kicks and kick_step[kp] == n:
-            t = kick_idx[kp]
-            kp += 1
-            f = flags[t]
-            if not (f & REACHED):
-                f |= REACHED
-                flags[t] = f
-                meta[t, 2] = n
-                reached[n_reached] = t
-                n_reached += 1
-            p0 = hot[t, 0]
-            if p0 < REFRACTORY_BELOW:
-                continue  # refractory: the kick is dropped
-            hot[t, 0] = p0 + pk
-            if not (f & QUEUED):
-                flags[t] = f | QUEUED
-                touched[n_touched] = t
-                n_touched += 1
-
-        # ---------------------------------------------------------------- 4. re-predict
-        n_pred += n_touched
-        for q in range(n_touched):
-            t = touched[q]
-            # (refractory neurons are never queued: their input is dropped at release)
-            f = flags[t] & ~QUEUED
-            flags[t] = f
-            pp = hot[t, 0]
-            qq = hot[t, 1]
-            val = pp * ak_n - min(qq, 0.0) * bk_n
-            if not (val > x_th):
-                if f & PENDING:
-                    meta[t, 1] = -1
-                    flags[t] = f & ~PENDING
-                continue
-            qb = qq * bk_n
-            m_old = meta[t, 1]
-            if f & PENDING and m_old > n:
-                # a pending prediction: most input since has advanced it, and x above
-                # threshold at m_old bounds the search to the steps before it
-                ko = m_old - base
-                if pp * apow[ko] - qq * bpow[ko] > x_th:
-                    n_detail += 1
-                    k = _crossing_by(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                     apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n, m_old - n,
-                                     htab, h_per_rho)
-                    m = n + k if k > 0 else -1
-                    if m == m_old:
-                        # the queued entry stands; only the state it was made from changes
-                        n_hit += 1
-                        pred[t, 0] = pp
-                        pred[t, 1] = qq
-                        pred[t, 2] = base
-                        continue
-                    if m < 0:
-                        meta[t, 1] = -1
-                        flags[t] = f & ~PENDING
-                        continue
-                    n_hit += 1
-                    meta[t, 1] = m
-                    pred[t, 0] = pp
-                    pred[t, 1] = qq
-                    pred[t, 2] = base
-                    if free_e >= 0:
-                        e = free_e
-                        free_e = e_next[e]
-                    else:
-                        e = n_e
-                        n_e += 1
-                    e_nrn[e] = t
-                    e_step[e] = m
-                    bkt = m & ring_mask
+            # ---------------------------------------------------------------- 1. spikes
+            start = n_sp
+            bkt = n & ring_mask
+            e = head[bkt]
+            head[bkt] = -1
+            while e >= 0:
+                nxt = e_next[e]
+                if e_step[e] == n:
+                    i = e_nrn[e]
+                    e_next[e] = free_e
+                    free_e = e
+                    if meta[i, 1] == n:
+                        spike = True
+                        pp = hot[i, 0]
+                        qq = hot[i, 1]
+                        # (P, Q) of the prediction, rebased as hot was since then
+                        p_pr = pred[i, 0]
+                        q_pr = pred[i, 1]
+                        b_pr = int(pred[i, 2])
+                        while b_pr < base:
+                            p_pr *= apow[rebase]
+                            q_pr *= bpow[rebase]
+                            b_pr += rebase
+                        if pp != p_pr or qq != q_pr:
+                            # input since the prediction (inhibition, or too little to matter):
+                            # check the crossing, else predict again from step n - 1
+                            if not (pp * ak_n - qq * bk_n > x_th):
+                                spike = False
+                                n_detail += 1
+                                if kb >= 1:
+                                    a1 = apow[kb - 1]
+                                    b1 = bpow[kb - 1]
+                                else:  # just rebased: step n - 1 lies before the base
+                                    a1 = ainv[1]
+                                    b1 = binv[1]
+                                qb = qq * b1
+                                k = _first_crossing(v0 + (pp * a1 - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                                    apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
+                                                    htab, h_per_rho)
+                                m = n - 1 + k if k > 0 else -1
+                                if m == n:
+                                    spike = True
+                                elif m > n:
+                                    n_hit += 1
+                                    meta[i, 1] = m
+                                    pred[i, 0] = pp
+                                    pred[i, 1] = qq
+                                    pred[i, 2] = base
+                                    f2 = free_e  # the entry just freed
+                                    free_e = e_next[f2]
+                                    e_nrn[f2] = i
+                                    e_step[f2] = m
+                                    b2 = m & ring_mask
+                                    e_next[f2] = head[b2]
+                                    head[b2] = f2
+                                else:
+                                    meta[i, 1] = -1
+                                    flags[i] &= ~PENDING
+                        if spike:
+                            meta[i, 1] = -1
+                            flags[i] &= ~PENDING
+                            sp_idx[n_sp] = i
+                            sp_step[n_sp] = n
+                            n_sp += 1
+                else:  # a later lap of the ring: keep
                     e_next[e] = head[bkt]
                     head[bkt] = e
+                e = nxt
+            for p in range(start + 1, n_sp):  # canonical order within a step (model index)
+                val = sp_idx[p]
+                key = orig[val]
+                q = p - 1
+                while q >= start and orig[sp_idx[q]] > key:
+                    sp_idx[q + 1] = sp_idx[q]
+                    q -= 1
+                sp_idx[q + 1] = val
+            n_new = 0
+            for p in range(start, n_sp):
+                i = sp_idx[p]
+                r = rfc[i]
+                meta[i, 0] = n + (r if r > 1 else 1)
+                if meta[i, 3] < 0:
+                    meta[i, 3] = n
+                # until its release the neuron's input is dropped: a far negative P keeps the
+                # bound below threshold, so that the input does not queue it for re-prediction
+                hot[i, 0] = REFRACTORY_P
+                hot[i, 1] = 0.0
+                if not is_driven[i]:
+                    n_new += 1
+            step_ptr[n + 1] = n_sp
+            if runaway_window > 0:
+                win_sum += n_new - win[slot]
+                win[slot] = n_new
+                slot += 1
+                if slot == runaway_window:
+                    slot = 0
+                if runaway_kind == 0 and win_sum > runaway_count:
+                    runaway_kind = 1
+                    runaway_onset = n - runaway_window + 1
+                    if runaway_onset < 0:
+                        runaway_onset = 0
+            if runaway_kind == 0 and runaway_quiet > 0 and n_new > 0 and n > last_kick + runaway_quiet:
+                runaway_kind = 2
+                runaway_onset = last_kick + 1
+
+            # ---------------------------------------------------------------- 2. releases
+            # neurons whose refractory period ends now restart from the reset state at n - 1
+            # (whatever reached them meanwhile is discarded, as Brian2 drops it)
+            kr = kb - 1
+            if kr >= 0:
+                p_rst = x_rst * ainv[kr]
+            else:
+                p_rst = x_rst * apow[-kr]
+            for d in range(rel_delays.shape[0]):
+                rd = rel_delays[d]
+                src = n - rd
+                if src < 0:
                     continue
-            if qq > 0.0:
-                # tabulated peak bound (see _first_crossing), here to save the call
-                big_a = pp * ak_n
-                j = int((qb / big_a) * h_per_rho)
-                if j >= htab.shape[0]:
-                    j = htab.shape[0] - 1
-                if big_a * htab[j] < x_th:
+                for p in range(step_ptr[src], step_ptr[src + 1]):
+                    i = sp_idx[p]
+                    r = rfc[i]
+                    if (r if r > 1 else 1) == rd:
+                        hot[i, 0] = p_rst
+                        hot[i, 1] = 0.0
+
+            # ---------------------------------------------------------------- 3. input
+            # Queue a neuron for re-prediction (once per step) where a crossing is possible
+            # (A, or x when g <= 0, above threshold).
+            n_touched = 0
+            src = n - delay
+            if src >= 0:
+                for p in range(step_ptr[src], step_ptr[src + 1]):
+                    j = sp_idx[p]
+                    k0 = indptr[j]
+                    k1 = indptr[j + 1]
+                    n_events += k1 - k0
+                    n_touched = _deliver(k0, k1, syn, wtab, code_bits, hot_flat, flags, touched, n_touched,
+                                         ca, cb, ak_n, bk_n, x_th)
+                    if meta[j, 3] == src:
+                        # the first spike of j: its targets not reached before are reached now,
+                        # in the order of their first input (no earlier spike of j reached them)
+                        for k in range(k0, k1):
+                            t = np.int64(np.uint64(syn[k]) >> np.uint64(code_bits))
+                            if not (flags[t] & REACHED):
+                                flags[t] |= REACHED
+                                meta[t, 2] = n
+                                reached[n_reached] = t
+                                n_reached += 1
+            pk = kick * ainv[kb]
+            while kp < n_kicks and kick_step[kp] == n:
+                t = kick_idx[kp]
+                kp += 1
+                f = flags[t]
+                if not (f & REACHED):
+                    f |= REACHED
+                    flags[t] = f
+                    meta[t, 2] = n
+                    reached[n_reached] = t
+                    n_reached += 1
+                p0 = hot[t, 0]
+                if p0 < REFRACTORY_BELOW:
+                    continue  # refractory: the kick is dropped
+                hot[t, 0] = p0 + pk
+                if not (f & QUEUED):
+                    flags[t] = f | QUEUED
+                    touched[n_touched] = t
+                    n_touched += 1
+
+            # ---------------------------------------------------------------- 4. re-predict
+            n_pred += n_touched
+            for q in range(n_touched):
+                t = touched[q]
+                # (refractory neurons are never queued: their input is dropped at release)
+                f = flags[t] & ~QUEUED
+                flags[t] = f
+                pp = hot[t, 0]
+                qq = hot[t, 1]
+                val = pp * ak_n - min(qq, 0.0) * bk_n
+                if not (val > x_th):
                     if f & PENDING:
                         meta[t, 1] = -1
                         flags[t] = f & ~PENDING
                     continue
-            n_detail += 1
-            k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
-                                htab, h_per_rho)
-            m = n + k if k > 0 else -1
-            if m < 0:
-                if f & PENDING:
-                    meta[t, 1] = -1
-                    flags[t] = f & ~PENDING
-                continue
-            n_hit += 1
-            meta[t, 1] = m
-            flags[t] = f | PENDING
-            pred[t, 0] = pp
-            pred[t, 1] = qq
-            pred[t, 2] = base
-            if free_e >= 0:
-                e = free_e
-                free_e = e_next[e]
-            else:
-                e = n_e
-                n_e += 1
-            e_nrn[e] = t
-            e_step[e] = m
-            bkt = m & ring_mask
-            e_next[e] = head[bkt]
-            head[bkt] = e
+                qb = qq * bk_n
+                m_old = meta[t, 1]
+                if f & PENDING and m_old > n:
+                    # a pending prediction: most input since has advanced it, and x above
+                    # threshold at m_old bounds the search to the steps before it
+                    ko = m_old - base
+                    if pp * apow[ko] - qq * bpow[ko] > x_th:
+                        n_detail += 1
+                        k = _crossing_by(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                         apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n, m_old - n,
+                                         htab, h_per_rho)
+                        m = n + k if k > 0 else -1
+                        if m == m_old:
+                            # the queued entry stands; only the state it was made from changes
+                            n_hit += 1
+                            pred[t, 0] = pp
+                            pred[t, 1] = qq
+                            pred[t, 2] = base
+                            continue
+                        if m < 0:
+                            meta[t, 1] = -1
+                            flags[t] = f & ~PENDING
+                            continue
+                        n_hit += 1
+                        meta[t, 1] = m
+                        pred[t, 0] = pp
+                        pred[t, 1] = qq
+                        pred[t, 2] = base
+                        if free_e >= 0:
+                            e = free_e
+                            free_e = e_next[e]
+                        else:
+                            e = n_e
+                            n_e += 1
+                        e_nrn[e] = t
+                        e_step[e] = m
+                        bkt = m & ring_mask
+                        e_next[e] = head[bkt]
+                        head[bkt] = e
+                        continue
+                if qq > 0.0:
+                    # tabulated peak bound (see _first_crossing), here to save the call
+                    big_a = pp * ak_n
+                    j = int((qb / big_a) * h_per_rho)
+                    if j >= htab.shape[0]:
+                        j = htab.shape[0] - 1
+                    if big_a * htab[j] < x_th:
+                        if f & PENDING:
+                            meta[t, 1] = -1
+                            flags[t] = f & ~PENDING
+                        continue
+                n_detail += 1
+                k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                    apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
+                                    htab, h_per_rho)
+                m = n + k if k > 0 else -1
+                if m < 0:
+                    if f & PENDING:
+                        meta[t, 1] = -1
+                        flags[t] = f & ~PENDING
+                    continue
+                n_hit += 1
+                meta[t, 1] = m
+                flags[t] = f | PENDING
+                pred[t, 0] = pp
+                pred[t, 1] = qq
+                pred[t, 2] = base
+                if free_e >= 0:
+                    e = free_e
+                    free_e = e_next[e]
+                else:
+                    e = n_e
+                    n_e += 1
+                e_nrn[e] = t
+                e_step[e] = m
+                bkt = m & ring_mask
+                e_next[e] = head[bkt]
+                head[bkt] = e
 
     # outputs, then restore the workspace to the initial state for the next trial
     first_in = np.empty(n_reached, np.int64)
