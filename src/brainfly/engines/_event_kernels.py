@@ -231,13 +231,14 @@ def _pow(tab, base_log, k):
 
 @njit(cache=True, nogil=True)
 def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
-                    v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho):
+                    v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho, bounded=False):
     """First k in 1..k_max with v(k) > v_th for the free trajectory from (v, g), or -1.
 
     Closed form x(k) = x a^k + c (a^k - b^k) g (x = v - v0). An analytic bound rejects
-    almost every call without transcendental functions; when a crossing is possible the
-    discrete peak is located, the first crossing found by bisection on the rising part,
-    and confirmed by iterating Brian2's own update from just before it.
+    almost every call without transcendental functions (*bounded*: the caller has
+    applied it); when a crossing is possible the discrete peak is located, the first
+    crossing found by bisection on the rising part, and confirmed by iterating Brian2's
+    own update from just before it.
     """
     if k_max < 1:
         return -1
@@ -249,16 +250,17 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
         return 1
     if g > 0.0:
         big_a = x + c * g  # sup of the trajectory (x(t) < A for all t > 0)
-        if big_a <= x_th:
-            return -1
         big_b = c * g
-        # tabulated continuous peak: max_t x(t) = A h(B/A), h decreasing; the table
-        # entry at or below B/A bounds it from above
-        j = int((big_b / big_a) * h_per_rho)
-        if j >= htab.shape[0]:
-            j = htab.shape[0] - 1
-        if big_a * htab[j] < x_th:
-            return -1
+        if not bounded:
+            if big_a <= x_th:
+                return -1
+            # tabulated continuous peak: max_t x(t) = A h(B/A), h decreasing; the table
+            # entry at or below B/A bounds it from above
+            j = int((big_b / big_a) * h_per_rho)
+            if j >= htab.shape[0]:
+                j = htab.shape[0] - 1
+            if big_a * htab[j] < x_th:
+                return -1
         # continuous peak t* (steps): a^t A log a = b^t B log b
         ratio = (big_b * log_b) / (big_a * log_a)
         if ratio <= 1.0:
@@ -781,7 +783,7 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
                 n_detail += 1
                 k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
                                     apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
-                                    htab, h_per_rho)
+                                    htab, h_per_rho, True)
                 m = n + k if k > 0 else -1
                 if m < 0:
                     if f & PENDING:
