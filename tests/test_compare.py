@@ -241,3 +241,22 @@ def test_paper_files_with_names_from_annotations(tmp_path):
     (c,) = json.loads(out.read_text())["comparisons"]
     assert c["verdict"] == "DEVIATED"
     assert sum(bool(r["name"]) for r in c["top_deviating"]) >= 10
+
+
+def test_brian2_run_with_the_same_kicks_is_a_second_exact_reference(tmp_path):
+    """Beside the PoissonInput reference, a Brian2 replay of the candidate's kicks gives spike identity."""
+    res = tmp_path / "results"
+    poisson_like(1, RATES, engine="brian2", inp="brian2-PoissonInput:seed=0").write_parquet(
+        res / spikes_file_name("brian2", "exp", 1, 4))
+    replay = poisson_like(2, RATES, engine="brian2-standalone-use-schedule", inp="kicks:00ff")
+    replay.write_parquet(res / spikes_file_name("brian2-standalone-use-schedule", "exp", 1, 4))
+    poisson_like(2, RATES, engine="event", inp="kicks:00ff").write_parquet(res / spikes_file_name("event", "exp", 1, 4))
+    poisson_like(2, RATES, engine="torch-cpu", inp="kicks:0aaa").write_parquet(
+        res / spikes_file_name("torch-cpu", "exp", 1, 4))
+    out = tmp_path / "gt.json"
+    assert run_compare_from_args(_args(["--results-dir", str(res), "--out", str(out)])) == 0
+    pairs = {(c["reference_engine"], c["candidate_engine"]): c for c in json.loads(out.read_text())["comparisons"]}
+    exact = pairs[("brian2-standalone-use-schedule", "event")]
+    assert exact["same_input"] and exact["identical"] is True
+    assert ("brian2-standalone-use-schedule", "torch-cpu") not in pairs  # other kicks: no identity claim
+    assert pairs[("brian2", "event")]["identical"] is None

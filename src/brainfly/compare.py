@@ -846,6 +846,26 @@ def compare_saved_runs(results_dir: str | Path, *, experiment: str | None = None
             comp.experiment = exp
             comp._files = (str(files[ref_name]), str(files[e]))  # type: ignore[attr-defined]
             comparisons.append(comp)
+        # Spike identity: a Brian2 run fed the same kicks as a candidate (e.g. the bench
+        # target brian2-standalone:use_schedule=true) is a second, exact reference for it.
+        same_input_refs = [e for e in files if e.startswith("brian2") and e != ref_name and not reference]
+        for r_name in same_input_refs:
+            try:
+                r_res = loaded.get((r_name, exp, tk, n)) or load_run(files[r_name], float(tk), r_name)
+            except DataError:
+                continue
+            fp = input_fingerprint(r_res)
+            if fp is None:
+                continue
+            for e in others:
+                cand = loaded.get((e, exp, tk, n))
+                if e == r_name or cand is None or e.startswith("brian2") or input_fingerprint(cand) != fp:
+                    continue
+                comp = compare_results(r_res, cand, names=names, top=top, t_run=float(tk))
+                comp.reference_engine, comp.candidate_engine = r_name, e
+                comp.experiment = exp
+                comp._files = (str(files[r_name]), str(files[e]))  # type: ignore[attr-defined]
+                comparisons.append(comp)
     return comparisons, missing, loaded
 
 
