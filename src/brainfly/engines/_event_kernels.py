@@ -112,6 +112,22 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
 
 
 @njit(cache=True, nogil=True)
+def inhibitory_rows(indptr, syn, wtab, code_bits):
+    """Rows (presynaptic neurons) whose packed connections all have negative weights."""
+    n = indptr.shape[0] - 1
+    out = np.zeros(n, np.bool_)
+    mask = (np.uint64(1) << np.uint64(code_bits)) - np.uint64(1)
+    for j in range(n):
+        inh = indptr[j + 1] > indptr[j]
+        for k in range(indptr[j], indptr[j + 1]):
+            if not (wtab[np.uint64(syn[k]) & mask] < 0.0):
+                inh = False
+                break
+        out[j] = inh
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _weight_range(weight):
     lo = 0.0
     hi = 0.0
@@ -427,8 +443,41 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
     return n_touched
 
 
+@njit(cache=True, nogil=True, boundscheck=False, inline="never")
+def _deliver_inhibitory(k0, k1, syn, wtab, code_bits, hot, ca, cb):
+    """:func:`_deliver` for a row of negative weights: it queues nothing. Inhibition only
+    lowers a free trajectory from the step of the input on (and does not raise the bound
+    ``P a^(n-B) - min(Q, 0) b^(n-B)``), so a neuron that had no crossing ahead still has
+    none, and a pending prediction can only be late: it is checked when due."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    cbits = np.uint64(code_bits)
+    cmask = (one << cbits) - one
+    ahead = np.uint64(PREFETCH_AHEAD)
+    kk = np.uint64(k0)
+    hi = np.uint64(k1)
+    mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD))
+    while kk < mid:
+        _prefetch(hot, two * (np.uint64(syn[kk + ahead]) >> cbits))
+        v = np.uint64(syn[kk])
+        t = v >> cbits
+        w = wtab[v & cmask]
+        kk += one
+        i0 = t + t
+        hot[i0] = hot[i0] + w * ca
+        hot[i0 + one] = hot[i0 + one] + w * cb
+    while kk < hi:
+        v = np.uint64(syn[kk])
+        t = v >> cbits
+        w = wtab[v & cmask]
+        kk += one
+        i0 = t + t
+        hot[i0] = hot[i0] + w * ca
+        hot[i0 + one] = hot[i0 + one] + w * cb
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
-def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
+def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig, inh,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
@@ -457,7 +506,8 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
 
     Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
     ``syn[k] = (target << code_bits) | code`` (``wtab[code]``: the weight in volts) of the
-    connections of neuron j that deliver anything. Neurons are numbered internally (all
+    connections of neuron j that deliver anything; ``inh[j]``: they are all inhibitory
+    (delivered without queueing, see :func:`_deliver_inhibitory`). Neurons are numbered internally (all
     per-neuron arrays, targets and the returned indices); ``orig[i]`` is the model index
     of internal neuron i, which orders the spikes within a step (and so their delivery).
 
@@ -682,8 +732,11 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig,
                     k0 = indptr[j]
                     k1 = indptr[j + 1]
                     n_events += k1 - k0
-                    n_touched = _deliver(k0, k1, syn, wtab, code_bits, hot_flat, flags, touched, n_touched,
-                                         ca, cb, ak_n, bk_n, x_th)
+                    if inh[j]:
+                        _deliver_inhibitory(k0, k1, syn, wtab, code_bits, hot_flat, ca, cb)
+                    else:
+                        n_touched = _deliver(k0, k1, syn, wtab, code_bits, hot_flat, flags, touched, n_touched,
+                                             ca, cb, ak_n, bk_n, x_th)
                     if meta[j, 3] == src:
                         # the first spike of j: its targets not reached before are reached now,
                         # in the order of their first input (no earlier spike of j reached them)

@@ -218,7 +218,8 @@ class EventEngine(Engine):
                 np.ascontiguousarray(net.indptr, dtype=np.int64), post,
                 np.ascontiguousarray(net.weight, dtype=np.float64), float(sim.coeffs.w_syn),
                 mask, mask if both else None, order,
-            ) + (order, relabel)
+            )
+            packed = packed + (order, relabel, K.inhibitory_rows(*packed))
             # the source arrays are held so that their ids are not reused by other arrays
             _PACK_CACHE["last"] = (key, (net.indptr, net.post_idx, net.weight), packed)
         return packed
@@ -271,7 +272,7 @@ class EventEngine(Engine):
         trials = [int(k) for k in trials]
         if n_steps >= 2 ** 31 - 1024:
             raise ValidationError(f"engine 'event': n_steps must be below 2**31 - 1024 (got {n_steps})")
-        indptr, syn, wtab, code_bits, order, relabel = self._packed(sim)
+        indptr, syn, wtab, code_bits, order, relabel, inh = self._packed(sim)
         # per-neuron arrays in the internal numbering (order[i]: model index of neuron i)
         rfc = np.ascontiguousarray(np.asarray(sim.refractory_steps, dtype=np.int64)[order])
         lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
@@ -322,7 +323,7 @@ class EventEngine(Engine):
             if ws["step_ptr"].shape[0] < steps + 1:
                 ws["step_ptr"] = np.zeros(steps + 1, np.int64)
             out = K.run_trial(
-                indptr, syn, wtab, code_bits, rfc, driven, rel_delays, order, kick_idx[lo:hi], kick_step[lo:hi],
+                indptr, syn, wtab, code_bits, rfc, driven, rel_delays, order, inh, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
                 a, b, c, co.v_const, co.v_decay, co.v_from_g, co.g_decay, apow, bpow, ainv, binv, rebase,
                 htab, h_per_rho,
