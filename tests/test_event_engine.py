@@ -103,6 +103,28 @@ def test_random_networks_with_silencing(mode, tmp_path):
     assert_same_spikes(res, ref, f"silencing {mode}")
 
 
+@pytest.mark.parametrize("seed", [21, 22])
+def test_dale_networks_match_oracle(seed, tmp_path):
+    """Each neuron all excitatory or all inhibitory (Dale's law, as in the fly): the rows of
+    inhibitory neurons are delivered without queueing their targets."""
+    from brainfly.engines import _event_kernels as K
+
+    net, sched, _ = _random_case(seed, n=40, n_driven=6, t_run=0.1, n_trials=2)
+    pre = np.repeat(np.arange(net.n_neurons), np.diff(net.indptr))
+    inhibitory = (pre % 3 == 0) & (pre >= 6)
+    net.weight[:] = np.where(inhibitory, -np.abs(net.weight) * 2.0, np.abs(net.weight))
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.1, n_trials=2)
+    assert ref.n_spikes > 50
+    assert_same_spikes(res, ref, f"Dale network {seed}")
+    ptr, syn, wtab, bits = K.pack_synapses(net.indptr.astype(np.int64), net.post_idx.astype(np.int32),
+                                           net.weight.astype(np.float64), 1.0, np.zeros(net.n_neurons, bool), None)
+    rows = K.inhibitory_rows(ptr, syn, wtab, bits)
+    expect = np.array([bool(inhibitory[net.indptr[j]:net.indptr[j + 1]].any()) and
+                       (net.weight[net.indptr[j]:net.indptr[j + 1]] <= 0).all() and
+                       (net.weight[net.indptr[j]:net.indptr[j + 1]] < 0).any() for j in range(net.n_neurons)])
+    assert rows.any() and np.array_equal(rows, expect)
+
+
 def test_long_run_crosses_rebase_and_ring_laps(tmp_path, monkeypatch):
     """3000 steps (the state's base made to move every ~1000 steps); a ring of 1 bucket
     makes every prediction wait through later laps."""
