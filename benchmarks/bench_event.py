@@ -34,21 +34,27 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import resource
-import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
+import os
 
-import numpy as np
+# idle OpenBLAS threads spin for a while after any BLAS call in the process: on
+# a machine of two cores they would compete with the trial threads being timed
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from brainfly.connectome.datasets import load_connectome
-from brainfly.engines.base import get_engine, prepare
-from brainfly.experiment import Experiment, StimulusSet, builtin_experiment
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from brainfly.connectome.datasets import load_connectome  # noqa: E402
+from brainfly.engines.base import get_engine, prepare  # noqa: E402
+from brainfly.experiment import Experiment, StimulusSet, builtin_experiment  # noqa: E402
 
 __all__ = ["main"]
 

@@ -30,9 +30,12 @@ tables, so an event costs two multiply-adds on one 16-byte record (four to a cac
 prefetched a few connections ahead) and no ``exp``; a neuron that receives no input is
 never touched. The connections are packed once per connectome and silencing into 8-byte
 records ``(target << code_bits) | code`` (4 bytes where they fit: code indexes a small
-table of weights in volts, ``count * w_syn`` bit for bit); connections that deliver nothing (zero weight, silenced) are left out. B moves
-every few thousand steps (P, Q of the neurons reached are rescaled), which keeps ``a^-k``,
-``b^-k`` far from overflow.
+table of weights in volts, ``count * w_syn`` bit for bit); connections that deliver
+nothing (zero weight, silenced) are left out. Inside the kernel the neurons are numbered
+by decreasing in-degree (the records of the neurons that receive most events share cache
+lines); spikes are ordered, delivered and returned by model index, so the numbering
+changes no result, not even round-off. B moves every few thousand steps (P, Q of the
+neurons reached are rescaled), which keeps ``a^-k``, ``b^-k`` below ~1e61.
 
 After a step's input, ``A = x + c g = P a^(n-B)`` bounds the neuron's free trajectory
 (``x(t) < A``); only a neuron whose A (or, when g <= 0, x) exceeds ``v_th - v_0`` is
@@ -43,10 +46,14 @@ Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` is iterated from
 steps before to confirm it. A crossing goes into a calendar queue (a ring of buckets, one
 per step). Predictions are not invalidated eagerly: inhibition can only delay or cancel a
 crossing, so when a prediction is due and its neuron had input since, x at that step is
-checked (above threshold: spike; else predicted again). The spike record itself is the
-18-step delay buffer. Per step:
+checked (above threshold: spike; else predicted again). For the same reason the rows of
+inhibitory neurons (all weights negative; Dale's law makes that nearly every row of the
+fly's) queue nothing. A neuron re-predicted while its prediction m is pending and still
+above threshold at m has its first crossing at or before m (the free trajectory is
+unimodal): bisection on the steps up to m, without bound or peak. The spike record itself
+is the 18-step delay buffer. Per step:
 
-1. pop this step's predicted crossings -> spikes (sorted by neuron index), and mark the
+1. pop this step's predicted crossings -> spikes (sorted by model index), and mark the
    spikers refractory;
 2. release the neurons whose refractory period ends: (P, Q) := the reset state at the
    previous step (input that reached them meanwhile, added to P and Q like any other,
