@@ -193,6 +193,9 @@ class Engine(ABC):
     #: next starts, so an interrupted run resumes): small for slow engines, large for
     #: engines that batch trials (a GPU batch wants all of them at once).
     trials_per_chunk: ClassVar[int] = 8
+    #: Engines of one family draw identical input of their own for the same seed (Brian2's
+    #: runtime and standalone modes): their input fingerprints agree, so identity is expected.
+    input_family: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -242,7 +245,7 @@ class Engine(ABC):
         self.validate(sim)
         result = self.simulate(sim, list(range(experiment.n_trials)) if trials is None else list(trials), progress)
         result.meta = dict(result.meta)
-        record_input(result, sim, self.name)
+        record_input(result, sim, self.input_family or self.name)
         return result
 
 
