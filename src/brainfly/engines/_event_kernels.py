@@ -783,8 +783,8 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig, in
                         flags[t] = f & ~PENDING
                     continue
                 qb = qq * bk_n
-                m_old = meta[t, 1]
-                if f & PENDING and m_old > n:
+                m_old = meta[t, 1] if f & PENDING else -1  # (meta read only where needed)
+                if m_old > n:
                     # a pending prediction: most input since has advanced it, and x above
                     # threshold at m_old bounds the search to the steps before it
                     ko = m_old - base
