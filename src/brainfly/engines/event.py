@@ -168,6 +168,7 @@ class EventEngine(Engine):
     exact = True
     capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
     description = "exact event-driven CPU engine (numba); cost grows with synaptic events"
+    trials_per_chunk = 32  # a trial-second costs milliseconds: keep all threads busy per chunk
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(_DEFAULTS)
