@@ -265,24 +265,24 @@ def test_packed_synapses_drop_what_delivers_nothing():
     skip_post = np.array([False, False, True])
     ptr, syn, wtab, bits = K.pack_synapses(indptr, post, weight, 0.5, skip_pre, skip_post)
     assert syn.dtype == np.uint32 and ptr.tolist() == [0, 2, 2, 3]
-    assert (syn >> bits).tolist() == [1, 0, 1]
-    assert wtab[syn & ((1 << bits) - 1)].tolist() == [2.0 * 0.5, -3.0 * 0.5, 4.0 * 0.5]
+    assert ((syn & ((1 << bits) - 1)) >> 1).tolist() == [1, 0, 1] and not (syn & 1).any()
+    assert wtab[syn >> bits].tolist() == [2.0 * 0.5, -3.0 * 0.5, 4.0 * 0.5]
     # weights that are not integers: a table of their distinct values, bit for bit
     w = np.array([0.1, -0.7, 0.1, 2.5, 1e-3, 0.3, 0.2])
     ptr, syn, wtab, bits = K.pack_synapses(indptr, post, w, 2.75e-4, np.zeros(3, bool), None)
-    assert ptr.tolist() == [0, 3, 5, 7] and np.array_equal(wtab[syn & ((1 << bits) - 1)], w * 2.75e-4)
+    assert ptr.tolist() == [0, 3, 5, 7] and np.array_equal(wtab[syn >> bits], w * 2.75e-4)
     # target and code that do not fit in 32 bits: 8-byte records
     big = np.array([0, 1, 5_000_000], np.int32)
     ptr, syn, wtab, bits = K.pack_synapses(np.array([0, 3], np.int64), big, np.array([1.0, -2000.0, 2000.0]), 1.0,
                                            np.zeros(1, bool), None)
-    assert syn.dtype == np.uint64 and (syn >> bits).tolist() == [0, 1, 5_000_000]
-    assert wtab[syn & ((1 << bits) - 1)].tolist() == [1.0, -2000.0, 2000.0]
+    assert syn.dtype == np.uint64 and ((syn & np.uint64((1 << bits) - 1)) >> np.uint64(1)).tolist() == [0, 1, 5_000_000]
+    assert wtab[syn >> np.uint64(bits)].tolist() == [1.0, -2000.0, 2000.0]
     # an internal numbering: rows in its order, targets relabelled, skips in model indices
     order = np.array([2, 0, 1])
     ptr, syn, wtab, bits = K.pack_synapses(indptr, post, weight, 0.5, skip_pre, skip_post, order)
     assert ptr.tolist() == [0, 1, 3, 3]  # rows of model neurons 2, 0, 1
-    assert (syn >> bits).tolist() == [2, 2, 1]  # model 1 -> internal 2, model 0 -> internal 1
-    assert wtab[syn & ((1 << bits) - 1)].tolist() == [4.0 * 0.5, 2.0 * 0.5, -3.0 * 0.5]
+    assert ((syn & ((1 << bits) - 1)) >> 1).tolist() == [2, 2, 1]  # model 1 -> internal 2, model 0 -> internal 1
+    assert wtab[syn >> bits].tolist() == [4.0 * 0.5, 2.0 * 0.5, -3.0 * 0.5]
 
 
 @pytest.mark.parametrize("seed", [3, 4])

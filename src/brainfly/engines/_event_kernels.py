@@ -63,8 +63,10 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
                   skip_pre: np.ndarray, skip_post: np.ndarray | None,
                   order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Connections as the kernel reads them: one record ``(target << code_bits) | code``
+    """Connections as the kernel reads them: one record ``(code << t_bits) | 2 * target``
     each, 4 bytes where target and code fit in 32 bits (the full brain does), else 8.
+    The low field is the target's offset in the flat ``hot`` array (P at 2t, Q at
+    2t + 1), so that an event decodes it with one mask and its weight code with one shift.
 
     Connections that deliver nothing (zero weight, a row in *skip_pre*, a target in
     *skip_post*) are left out. ``wtab[code]`` is the weight in volts, ``weight * w_scale``
@@ -75,7 +77,7 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
     ``order[i]``, in their order; targets are internal indices); *skip_pre*, *skip_post*
     stay in model indices.
 
-    Returns ``(indptr int64, syn uint32 or uint64, wtab float64, code_bits)``.
+    Returns ``(indptr int64, syn uint32 or uint64, wtab float64, t_bits)``.
     """
     if skip_post is None:
         skip_post = np.zeros(0, np.bool_)
@@ -100,27 +102,30 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
         base = 0.0
         wtab = np.ascontiguousarray(vals * w_scale, dtype=np.float64)
     code_bits = max(1, (len(wtab) - 1).bit_length())
-    dtype = np.uint32 if code_bits + max(1, (n_targets - 1).bit_length()) <= 32 else np.uint64
+    t_bits = max(1, (2 * n_targets - 1).bit_length())
+    dtype = np.uint32 if code_bits + t_bits <= 32 else np.uint64
     if dtype is np.uint64:
-        code_bits = 32
+        t_bits = max(t_bits, 32)
+        if code_bits + t_bits > 64:
+            raise ValueError("too many neurons or distinct weights for 8-byte connection records")
     new_ptr = _count_kept(indptr, post, weight, skip_pre, skip_post, order)
     syn = np.empty(int(new_ptr[-1]), dtype)
     if code is None:
         code = np.zeros(0, np.int64)
-    _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits, order, relabel)
-    return new_ptr, syn, wtab, code_bits
+    _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, t_bits, order, relabel)
+    return new_ptr, syn, wtab, t_bits
 
 
 @njit(cache=True, nogil=True)
-def inhibitory_rows(indptr, syn, wtab, code_bits):
+def inhibitory_rows(indptr, syn, wtab, t_bits):
     """Rows (presynaptic neurons) whose packed connections all have negative weights."""
     n = indptr.shape[0] - 1
     out = np.zeros(n, np.bool_)
-    mask = (np.uint64(1) << np.uint64(code_bits)) - np.uint64(1)
+    tb = np.uint64(t_bits)
     for j in range(n):
         inh = indptr[j + 1] > indptr[j]
         for k in range(indptr[j], indptr[j + 1]):
-            if not (wtab[np.uint64(syn[k]) & mask] < 0.0):
+            if not (wtab[np.uint64(syn[k]) >> tb] < 0.0):
                 inh = False
                 break
         out[j] = inh
@@ -159,12 +164,12 @@ def _count_kept(indptr, post, weight, skip_pre, skip_post, order):
 
 
 @njit(cache=True, nogil=True)
-def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, code_bits, order, relabel):
-    """``syn[q] = (relabel[post] << code_bits) | code`` for the kept connections, rows in
+def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, t_bits, order, relabel):
+    """``syn[q] = (code << t_bits) | 2 * relabel[post]`` for the kept connections, rows in
     *order*; the code is ``weight - base`` (integer weights) or ``code[k]`` (a table of
     distinct values)."""
     n = indptr.shape[0] - 1
-    sh = np.uint64(code_bits)
+    sh = np.uint64(t_bits)
     q = 0
     for i in range(n):
         j = order[i]
@@ -172,7 +177,7 @@ def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, co
             for k in range(indptr[j], indptr[j + 1]):
                 if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
                     c = np.uint64(code[k]) if code.shape[0] > 0 else np.uint64(np.int64(weight[k] - base))
-                    syn[q] = (np.uint64(relabel[post[k]]) << sh) | c
+                    syn[q] = (c << sh) | (np.uint64(relabel[post[k]]) << np.uint64(1))
                     q += 1
 
 
@@ -383,16 +388,17 @@ def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, 
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
+def _deliver(k0, k1, syn, wtab, t_bits, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of neuron t at 2t, Q at 2t+1), and queue the
     targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` for re-prediction;
     a refractory target's far negative P never queues it. Returns the new length of
-    ``touched``. (Unsigned indices: numba then emits no negative-index wraparound.)"""
+    ``touched``. A record's low t_bits bits are 2t (the offset of the target's P: one mask,
+    no shift), the rest the weight code. (Unsigned indices: numba then emits no
+    negative-index wraparound.)"""
     one = np.uint64(1)
-    two = np.uint64(2)
-    cbits = np.uint64(code_bits)
-    cmask = (one << cbits) - one
+    tb = np.uint64(t_bits)
+    tmask = (one << tb) - one
     ahead = np.uint64(PREFETCH_AHEAD)
     kk = np.uint64(k0)
     hi = np.uint64(k1)
@@ -400,12 +406,11 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
     # the same loop twice: with a prefetch of the target record PREFETCH_AHEAD connections
     # ahead, then for the last ones of the row
     while kk < mid:
-        _prefetch(hot, two * (np.uint64(syn[kk + ahead]) >> cbits))
+        _prefetch(hot, np.uint64(syn[kk + ahead]) & tmask)
         v = np.uint64(syn[kk])
-        t = v >> cbits
-        w = wtab[v & cmask]
+        i0 = v & tmask
+        w = wtab[v >> tb]
         kk += one
-        i0 = t + t
         pp = hot[i0] + w * ca
         qq = hot[i0 + one] + w * cb
         hot[i0] = pp
@@ -415,6 +420,7 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
         if qq < 0.0:
             val = val - qq * bk_n
         if val > x_th:
+            t = i0 >> one
             f = flags[t]
             if not (f & QUEUED):
                 flags[t] = f | QUEUED
@@ -422,10 +428,9 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
                 n_touched += 1
     while kk < hi:
         v = np.uint64(syn[kk])
-        t = v >> cbits
-        w = wtab[v & cmask]
+        i0 = v & tmask
+        w = wtab[v >> tb]
         kk += one
-        i0 = t + t
         pp = hot[i0] + w * ca
         qq = hot[i0 + one] + w * cb
         hot[i0] = pp
@@ -435,6 +440,7 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
         if qq < 0.0:
             val = val - qq * bk_n
         if val > x_th:
+            t = i0 >> one
             f = flags[t]
             if not (f & QUEUED):
                 flags[t] = f | QUEUED
@@ -444,40 +450,37 @@ def _deliver(k0, k1, syn, wtab, code_bits, hot, flags, touched, n_touched, ca, c
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver_inhibitory(k0, k1, syn, wtab, code_bits, hot, ca, cb):
+def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb):
     """:func:`_deliver` for a row of negative weights: it queues nothing. Inhibition only
     lowers a free trajectory from the step of the input on (and does not raise the bound
     ``P a^(n-B) - min(Q, 0) b^(n-B)``), so a neuron that had no crossing ahead still has
     none, and a pending prediction can only be late: it is checked when due."""
     one = np.uint64(1)
-    two = np.uint64(2)
-    cbits = np.uint64(code_bits)
-    cmask = (one << cbits) - one
+    tb = np.uint64(t_bits)
+    tmask = (one << tb) - one
     ahead = np.uint64(PREFETCH_AHEAD)
     kk = np.uint64(k0)
     hi = np.uint64(k1)
     mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD))
     while kk < mid:
-        _prefetch(hot, two * (np.uint64(syn[kk + ahead]) >> cbits))
+        _prefetch(hot, np.uint64(syn[kk + ahead]) & tmask)
         v = np.uint64(syn[kk])
-        t = v >> cbits
-        w = wtab[v & cmask]
+        i0 = v & tmask
+        w = wtab[v >> tb]
         kk += one
-        i0 = t + t
         hot[i0] = hot[i0] + w * ca
         hot[i0 + one] = hot[i0 + one] + w * cb
     while kk < hi:
         v = np.uint64(syn[kk])
-        t = v >> cbits
-        w = wtab[v & cmask]
+        i0 = v & tmask
+        w = wtab[v >> tb]
         kk += one
-        i0 = t + t
         hot[i0] = hot[i0] + w * ca
         hot[i0 + one] = hot[i0 + one] + w * cb
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig, inh,
+def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
               kick_idx, kick_step,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
@@ -505,7 +508,7 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig, in
     far from overflow.
 
     Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
-    ``syn[k] = (target << code_bits) | code`` (``wtab[code]``: the weight in volts) of the
+    ``syn[k] = (code << t_bits) | 2 * target`` (``wtab[code]``: the weight in volts) of the
     connections of neuron j that deliver anything; ``inh[j]``: they are all inhibitory
     (delivered without queueing, see :func:`_deliver_inhibitory`). Neurons are numbered internally (all
     per-neuron arrays, targets and the returned indices); ``orig[i]`` is the model index
@@ -529,6 +532,7 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig, in
     x_rst = v_rst - v0
     ring = head.shape[0]
     ring_mask = ring - 1
+    t_mask = (np.uint64(1) << np.uint64(t_bits)) - np.uint64(1)
     for r in range(ring):
         head[r] = -1
     # Buffers are sized so that no array is reassigned inside an inner loop (numba then
@@ -733,15 +737,15 @@ def run_trial(indptr, syn, wtab, code_bits, rfc, is_driven, rel_delays, orig, in
                     k1 = indptr[j + 1]
                     n_events += k1 - k0
                     if inh[j]:
-                        _deliver_inhibitory(k0, k1, syn, wtab, code_bits, hot_flat, ca, cb)
+                        _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot_flat, ca, cb)
                     else:
-                        n_touched = _deliver(k0, k1, syn, wtab, code_bits, hot_flat, flags, touched, n_touched,
+                        n_touched = _deliver(k0, k1, syn, wtab, t_bits, hot_flat, flags, touched, n_touched,
                                              ca, cb, ak_n, bk_n, x_th)
                     if meta[j, 3] == src:
                         # the first spike of j: its targets not reached before are reached now,
                         # in the order of their first input (no earlier spike of j reached them)
                         for k in range(k0, k1):
-                            t = np.int64(np.uint64(syn[k]) >> np.uint64(code_bits))
+                            t = np.int64((np.uint64(syn[k]) & t_mask) >> np.uint64(1))
                             if not (flags[t] & REACHED):
                                 flags[t] |= REACHED
                                 meta[t, 2] = n

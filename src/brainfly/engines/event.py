@@ -29,8 +29,9 @@ to Q (a kick adds ``kick a^-(m-B)`` to P) with per-step constants from precomput
 tables, so an event costs two multiply-adds on one 16-byte record (four to a cache line,
 prefetched a few connections ahead) and no ``exp``; a neuron that receives no input is
 never touched. The connections are packed once per connectome and silencing into 8-byte
-records ``(target << code_bits) | code`` (4 bytes where they fit: code indexes a small
-table of weights in volts, ``count * w_syn`` bit for bit); connections that deliver
+records ``(code << t_bits) | 2 target`` (4 bytes where they fit: code indexes a small
+table of weights in volts, ``count * w_syn`` bit for bit; the low field is the offset of
+the target's record, so an event decodes it with one mask); connections that deliver
 nothing (zero weight, silenced) are left out. Inside the kernel the neurons are numbered
 by decreasing in-degree (the records of the neurons that receive most events share cache
 lines); spikes are ordered, delivered and returned by model index, so the numbering
