@@ -75,22 +75,17 @@ def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = No
     t_values = sorted(frame["t_run"].unique()) if len(frame) else []
     for e in engines:
         sub = frame[frame["engine"] == e]
-        for j, n in enumerate(n_values):
-            s = sub[sub["n_run"] == n].sort_values("t_run")
-            if not len(s):
-                continue
-            kw = dict(color=colors[e], marker=markers[j % len(markers)], alpha=0.35 + 0.65 * (j + 1) / len(n_values),
-                      label=f"{e} n={int(n)}")
-            axes[0, 0].plot(s["t_run"], s["sim_s"], **kw)
-            axes[1, 0].plot(s["t_run"], s["realtime_ratio"], **kw)
-        for j, t in enumerate(t_values):
-            s = sub[sub["t_run"] == t].sort_values("n_run")
-            if not len(s):
-                continue
-            kw = dict(color=colors[e], marker=markers[j % len(markers)], alpha=0.35 + 0.65 * (j + 1) / len(t_values),
-                      label=f"{e} t={t:g}s")
-            axes[0, 1].plot(s["n_run"], s["sim_s"], **kw)
-            axes[1, 1].plot(s["n_run"], s["realtime_ratio"], **kw)
+        # left column: against duration, one line per trial count; right: the reverse
+        for col, group, x, values, label in ((0, "n_run", "t_run", n_values, lambda n: f"n={int(n)}"),
+                                             (1, "t_run", "n_run", t_values, lambda t: f"t={t:g}s")):
+            for j, value in enumerate(values):
+                s = sub[sub[group] == value].sort_values(x)
+                if not len(s):
+                    continue
+                kw = dict(color=colors[e], marker=markers[j % len(markers)],
+                          alpha=0.35 + 0.65 * (j + 1) / len(values), label=f"{e} {label(value)}")
+                axes[0, col].plot(s[x], s["sim_s"], **kw)
+                axes[1, col].plot(s[x], s["realtime_ratio"], **kw)
     from matplotlib.ticker import FuncFormatter
 
     for ax, xl, yl in ((axes[0, 0], "simulated duration t_run (s)", "simulation time (s)"),
