@@ -312,3 +312,27 @@ def test_two_connectomes_alternating_use_their_own_synapses(tmp_path):
         res, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
         assert ref.n_spikes > 20
         assert_same_spikes(res, ref, net.label)
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_put_off_searches_match_oracle(seed, tmp_path):
+    """Many weak inputs: neurons charge up over many steps, so that most crossing searches
+    are put off (checks queued instead, moved by later input, bounded again when due) and
+    the spikes are still the per-step oracle's."""
+    rng = np.random.default_rng(seed)
+    n, n_driven = 120, 12
+    pre = rng.integers(0, n, n * 15)
+    post = rng.integers(n_driven, n, n * 15)
+    w = rng.choice([-12.0, 4.0, 7.0, 10.0, 15.0], pre.shape[0], p=[0.15, 0.25, 0.25, 0.2, 0.15])
+    net = _net(f"weak{seed}", n, list(zip(pre.tolist(), post.tolist(), w.tolist())))
+    p = ModelParams()
+    n_steps = p.n_steps(0.2)
+    kicks = [(trial, i, int(s)) for trial in range(2) for i in range(n_driven)
+             for s in np.flatnonzero(rng.random(n_steps) < 300.0 * p.dt_s)]
+    arr = np.asarray(kicks, dtype=np.int64)
+    res, ref = _run_both(net, InputSchedule(arr[:, 0], arr[:, 1], arr[:, 2]), tmp_path, t_run=0.2, n_trials=2)
+    counts = res.meta["n_predictions"]
+    assert counts["checks"] > 100 and counts["searched"] > 0, counts
+    recruited = ref.idx >= n_driven  # spikes of neurons that charged up from synaptic input
+    assert recruited.sum() > 300 and np.unique(ref.idx[recruited]).size > 30
+    assert_same_spikes(res, ref, f"weak inputs {seed}")

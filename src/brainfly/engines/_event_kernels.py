@@ -22,11 +22,13 @@ PREFETCH_AHEAD = 16
 #: REFRACTORY_BELOW (rebasing scales it) marks the neuron refractory.
 REFRACTORY_P = -1e300
 REFRACTORY_BELOW = -1e200
-#: Bits of ``flags``: queued for re-prediction in this step; a prediction is pending;
-#: reached (had input) in this trial.
+#: Bits of ``flags``: queued for re-prediction in this step; a prediction is pending.
 QUEUED = 1
 PENDING = 2
-REACHED = 4
+CHECK = 4  #: the pending entry is a check (no crossing before it), not a predicted spike
+#: A crossing search is put off (a check queued instead) when the bound puts the first
+#: possible crossing at least this many steps ahead.
+LAZY_MIN = 4
 
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
@@ -35,15 +37,20 @@ RUNAWAY_SUSTAINED = 2   #: spikes continued long after the last external input
 def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     """Arrays of one thread's workspace, in the initial state (the kernel restores it).
 
-    ``hot`` (float64, (n_neurons, 2)): all that a synaptic event reads and writes, one
-    16-byte record per neuron (four to a cache line): P and Q. ``flags`` (uint8): the
-    neuron is queued for re-prediction in this step (bit QUEUED), it has a prediction
-    pending (bit PENDING), it has had input (bit REACHED) (a small array, it stays in cache).
-    ``meta`` (int32, (n_neurons, 4)): the first step free of refractoriness (0), the
-    predicted spike step (-1: none), the first input step (-1), the first spike step (-1);
-    read only for neurons queued for re-prediction and for spikes. ``pred`` (float64,
-    (n_neurons, 3)): P, Q and the base step when the last prediction was made (input since
-    then changed P or Q).
+    The state of a trial lives in *slots*: a neuron gets the next free slot when it is
+    first reached (first input), so that the records of the few thousand neurons a trial
+    touches are contiguous, in the order they were reached, whatever their numbers.
+    ``slot_of`` (int32, per neuron; -1: none) and ``slot_nrn`` (per slot) map between
+    them. Per slot: ``hot`` (float64, (n, 2)): all that a synaptic event reads and writes,
+    one 16-byte record (four to a cache line): P and Q; ``flags`` (uint8): queued for
+    re-prediction in this step (bit QUEUED), a prediction pending (bit PENDING);
+    ``meta`` (int32, (n, 4)): the first step free of refractoriness (0), the predicted
+    spike step (-1: none), the first input step, the first spike step (-1); ``pred``
+    (float64, (n, 3)): P, Q and the base step when the last prediction was made;
+    ``nrn_rfc``, ``nrn_orig``, ``nrn_drv``, ``nrn_inh``: the neuron's refractory steps, model
+    index, driven and inhibitory-row flags, copied at the slot's assignment; ``row``
+    (int64, (n, 2)): the slot's connections in ``syn2`` (its row with targets as slots,
+    built at the neuron's first spike; ``syn2`` is sized by the caller).
     """
     hot = _aligned((n_neurons, 2))
     meta = np.full((n_neurons, 4), -1, np.int32)
@@ -53,11 +60,15 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     return {"hot": hot, "flags": np.zeros(n_neurons, np.uint8), "meta": meta,
             "pred": np.zeros((n_neurons, 3), np.float64), "head": np.full(ring, -1, np.int64),
             # buffers of the queue entries, the spike record (both may grow), the spike
-            # index per step (sized for the trial), the neurons reached and queued
+            # index per step (sized for the trial), the slots queued
             "e_nrn": np.zeros(cap_e, np.int64), "e_step": np.zeros(cap_e, np.int64),
             "e_next": np.zeros(cap_e, np.int64), "sp_idx": np.zeros(cap_s, np.int32),
             "sp_step": np.zeros(cap_s, np.int64), "step_ptr": np.zeros(1, np.int64),
-            "reached": np.zeros(n_neurons, np.int64), "touched": np.zeros(n_neurons, np.int64)}
+            "touched": np.zeros(n_neurons, np.int64),
+            "slot_of": np.full(n_neurons, -1, np.int32), "slot_nrn": np.zeros(n_neurons, np.int64),
+            "nrn_rfc": np.zeros(n_neurons, np.int64), "nrn_orig": np.zeros(n_neurons, np.int64),
+            "nrn_drv": np.zeros(n_neurons, np.uint8), "nrn_inh": np.zeros(n_neurons, np.uint8),
+            "row": np.zeros((n_neurons, 2), np.int64), "syn2": np.zeros(0, np.uint32)}
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
@@ -225,6 +236,35 @@ def _prefetch(typingctx, arr, idx):
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
         builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _add_pair(typingctx, arr, idx, w, ca, cb):
+    """``arr[idx] += w * ca``, ``arr[idx + 1] += w * cb`` (a record's P and Q) with one
+    16-byte load and store (the same rounding as two scalar updates); returns both."""
+    sig = types.UniTuple(types.float64, 2)(arr, idx, w, ca, cb)
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i], wraparound=False, boundscheck=False)
+        v2 = ir.VectorType(ir.DoubleType(), 2)
+        i32 = ir.IntType(32)
+        vptr = builder.bitcast(ptr, v2.as_pointer())
+        wv = builder.insert_element(ir.Constant(v2, ir.Undefined), args[2], ir.Constant(i32, 0))
+        wv = builder.insert_element(wv, args[2], ir.Constant(i32, 1))
+        cv = builder.insert_element(ir.Constant(v2, ir.Undefined), args[3], ir.Constant(i32, 0))
+        cv = builder.insert_element(cv, args[4], ir.Constant(i32, 1))
+        new = builder.fadd(builder.load(vptr, align=8), builder.fmul(wv, cv))
+        builder.store(new, vptr, align=8)
+        p = builder.extract_element(new, ir.Constant(i32, 0))
+        q = builder.extract_element(new, ir.Constant(i32, 1))
+        return context.make_tuple(builder, signature.return_type, [p, q])
 
     return sig, codegen
 
@@ -411,10 +451,7 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, flags, touched, n_touched, ca, cb, 
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
-        pp = hot[i0] + w * ca
-        qq = hot[i0 + one] + w * cb
-        hot[i0] = pp
-        hot[i0 + one] = qq
+        pp, qq = _add_pair(hot, i0, w, ca, cb)
         # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
         val = pp * ak_n
         if qq < 0.0:
@@ -431,10 +468,7 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, flags, touched, n_touched, ca, cb, 
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
-        pp = hot[i0] + w * ca
-        qq = hot[i0 + one] + w * cb
-        hot[i0] = pp
-        hot[i0 + one] = qq
+        pp, qq = _add_pair(hot, i0, w, ca, cb)
         # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
         val = pp * ak_n
         if qq < 0.0:
@@ -468,15 +502,57 @@ def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb):
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
-        hot[i0] = hot[i0] + w * ca
-        hot[i0 + one] = hot[i0 + one] + w * cb
+        _add_pair(hot, i0, w, ca, cb)
     while kk < hi:
         v = np.uint64(syn[kk])
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
-        hot[i0] = hot[i0] + w * ca
-        hot[i0 + one] = hot[i0 + one] + w * cb
+        _add_pair(hot, i0, w, ca, cb)
+
+
+@njit(cache=True, nogil=True)
+def _steps_before_crossing(x, cg, x_th, slope, k_max):
+    """k such that the free trajectory from (x, c g = cg > 0) stays at or below ``x_th``
+    for steps 1..k + 1: from ``x(k) <= max(x, 0) + c g k ln(a/b)`` (*slope* = ln(a/b), rounded
+    up), less one step of margin; k_max when that reaches k_max (the end of the trial); -1
+    when x is at threshold already."""
+    need = x_th - (x if x > 0.0 else 0.0)
+    if not (need > 0.0):
+        return -1
+    if need >= cg * slope * k_max:
+        return k_max
+    return int(need / (cg * slope)) - 1
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _bound_ahead(big_a, cg, x_th, htab, h_per_rho, slope, k_max):
+    """For a state with g > 0 (``big_a = x + c g``, ``cg = c g``): -1 where no crossing can
+    come (``big_a``, the sup of the free trajectory, or its tabulated peak (see
+    :func:`_first_crossing`) at or below threshold); k >= LAZY_MIN where none can come in
+    the next k + 1 steps (:func:`_steps_before_crossing`): a check may wait k steps; else 0
+    (search now)."""
+    if big_a <= x_th:
+        return -1
+    j = int((cg / big_a) * h_per_rho)
+    if j >= htab.shape[0]:
+        j = htab.shape[0] - 1
+    if big_a * htab[j] < x_th:
+        return -1
+    kl = _steps_before_crossing(big_a - cg, cg, x_th, slope, k_max)
+    return kl if kl >= LAZY_MIN else 0
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _take_slot(t, st, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh, nrn_rfc, nrn_orig, nrn_drv, nrn_inh):
+    """Neuron t (internal index), first reached in step n, takes slot st."""
+    slot_of[t] = st
+    slot_nrn[st] = t
+    meta[st, 2] = n
+    nrn_rfc[st] = rfc[t]
+    nrn_orig[st] = orig[t]
+    nrn_drv[st] = is_driven[t]
+    nrn_inh[st] = inh[t]
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -485,7 +561,8 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
               n_steps, delay, v0, v_th, v_rst, kick,
               a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
               htab, h_per_rho, hot, flags, meta, pred, head,
-              e_nrn, e_step, e_next, sp_idx, sp_step, step_ptr, reached, touched,
+              e_nrn, e_step, e_next, sp_idx, sp_step, step_ptr, touched,
+              slot_of, slot_nrn, nrn_rfc, nrn_orig, nrn_drv, nrn_inh, row, syn2,
               runaway_window, runaway_count, runaway_quiet):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
@@ -497,8 +574,13 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
     trajectory, so only a neuron whose A (or, with g <= 0, x) lies above threshold is queued
     for re-prediction (a refractory neuron's P is far negative until its release, so its
     input never queues it). A neuron is first reached by the first spike of some
-    presynaptic neuron (or a kick): the targets of a first spike are registered after its
-    delivery. A prediction is never invalidated eagerly: inhibition can only delay
+    presynaptic neuron (or a kick): the targets of a first spike take their slots as its
+    row is copied, just before its delivery. A search is put off where the slope bound
+    ``x(k) <= max(x, 0) + c g k ln(a/b)`` puts the first possible crossing at least
+    LAZY_MIN steps ahead: a *check* (flag CHECK) is queued two steps before that bound
+    instead, and more input before then (the usual case for a neuron that is charging)
+    only moves the check; a check that comes due bounds again or searches. A prediction
+    is never invalidated eagerly: inhibition can only delay
     or cancel a crossing, so a popped prediction whose neuron had input since (its (P, Q)
     differ from those the prediction was made from, kept in ``pred``) is checked (x at that
     step above threshold: spike; else predicted again from there). Input during the
@@ -510,9 +592,15 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
     Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
     ``syn[k] = (code << t_bits) | 2 * target`` (``wtab[code]``: the weight in volts) of the
     connections of neuron j that deliver anything; ``inh[j]``: they are all inhibitory
-    (delivered without queueing, see :func:`_deliver_inhibitory`). Neurons are numbered internally (all
-    per-neuron arrays, targets and the returned indices); ``orig[i]`` is the model index
+    (delivered without queueing, see :func:`_deliver_inhibitory`). Neurons are numbered internally (the
+    per-neuron arguments, targets and the returned indices); ``orig[i]`` is the model index
     of internal neuron i, which orders the spikes within a step (and so their delivery).
+
+    Inside, the state is kept per slot (see :func:`new_workspace`): a neuron takes the next
+    slot when first reached (by the first spike of a presynaptic neuron, or a kick), and at
+    its own first spike its row is copied into ``syn2`` with the targets as slots, so that
+    delivery writes to the contiguous records of the neurons this trial reached. The order
+    of the slots is the order in which the neurons were reached.
 
     Returns
     -------
@@ -523,8 +611,9 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
         the step of their first input and first spike (-1: none).
     runaway_kind : int, runaway_onset : int
         RUNAWAY_* code and the onset step (-1 when none).
-    counters : int64 array (4,)
-        Synaptic events, neurons queued for re-prediction, crossing searches, predictions.
+    counters : int64 array (5,)
+        Synaptic events, neurons queued for re-prediction, crossing searches, predictions,
+        checks queued instead of a search.
     """
     log_a = math.log(a)
     log_b = math.log(b)
@@ -537,7 +626,7 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
         head[r] = -1
     # Buffers are sized so that no array is reassigned inside an inner loop (numba then
     # reloads it on every iteration, several times slower): a neuron enters ``touched``
-    # and ``reached`` at most once per step / trial; the spike record and the prediction
+    # at most once per step, takes a slot at most once per trial; the spike record and the prediction
     # entries grow, if needed, only at the top of a step, by at least n_neurons.
     # (the buffers come from the workspace, which keeps them between trials: fresh pages
     # would be zeroed by the system on first touch, on every trial)
@@ -547,7 +636,8 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
     free_e = -1
     n_sp = 0
     step_ptr[0] = 0
-    n_reached = 0
+    n_reached = 0  # slots taken
+    n_syn2 = 0
     n_kicks = kick_idx.shape[0]
     kp = 0
     last_kick = -1
@@ -558,11 +648,14 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
     slot = 0  # n % runaway_window
     runaway_kind = 0
     runaway_onset = -1
-    counters = np.zeros(4, np.int64)
+    counters = np.zeros(5, np.int64)
     n_events = 0
     n_pred = 0
     n_detail = 0
     n_hit = 0
+    n_check = 0
+    # slope bound of the free trajectory: x(k) - max(x, 0) <= c g k ln(a/b) (rounded up)
+    slope = math.log(a / b) * (1.0 + 1e-9) if a > b else math.inf
     base = 0
 
     n_lo = 0
@@ -587,9 +680,8 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 fa = apow[shift]
                 fb = bpow[shift]
                 for q in range(n_reached):
-                    t = reached[q]
-                    hot[t, 0] *= fa
-                    hot[t, 1] *= fb
+                    hot[q, 0] *= fa
+                    hot[q, 1] *= fb
                 base = n
             kb = n - base
             ca = c * ainv[kb]
@@ -615,20 +707,27 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                         spike = True
                         pp = hot[i, 0]
                         qq = hot[i, 1]
-                        # (P, Q) of the prediction, rebased as hot was since then
-                        p_pr = pred[i, 0]
-                        q_pr = pred[i, 1]
-                        b_pr = int(pred[i, 2])
-                        while b_pr < base:
-                            p_pr *= apow[rebase]
-                            q_pr *= bpow[rebase]
-                            b_pr += rebase
-                        if pp != p_pr or qq != q_pr:
+                        changed = True
+                        is_check = (flags[i] & CHECK) != 0
+                        if is_check:
+                            # a check: no crossing before n; check the crossing, else bound or
+                            # search on
+                            flags[i] &= ~CHECK
+                        else:
+                            # (P, Q) of the prediction, rebased as hot was since then
+                            p_pr = pred[i, 0]
+                            q_pr = pred[i, 1]
+                            b_pr = int(pred[i, 2])
+                            while b_pr < base:
+                                p_pr *= apow[rebase]
+                                q_pr *= bpow[rebase]
+                                b_pr += rebase
+                            changed = pp != p_pr or qq != q_pr
+                        if changed:
                             # input since the prediction (inhibition, or too little to matter):
                             # check the crossing, else predict again from step n - 1
                             if not (pp * ak_n - qq * bk_n > x_th):
                                 spike = False
-                                n_detail += 1
                                 if kb >= 1:
                                     a1 = apow[kb - 1]
                                     b1 = bpow[kb - 1]
@@ -636,18 +735,37 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                                     a1 = ainv[1]
                                     b1 = binv[1]
                                 qb = qq * b1
-                                k = _first_crossing(v0 + (pp * a1 - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                                    apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
-                                                    htab, h_per_rho)
-                                m = n - 1 + k if k > 0 else -1
+                                m = -2
+                                lazy = False
+                                if is_check and qq > 0.0:
+                                    # the bounds of step 4 again, from step n - 1: most checks
+                                    # move on without a search
+                                    kl = _bound_ahead(pp * a1, qb, x_th, htab, h_per_rho, slope, n_steps - n + 1)
+                                    if kl < 0:
+                                        m = -1
+                                    elif kl > 0:
+                                        lazy = True
+                                        m = n - 1 + kl
+                                        if m >= n_steps:
+                                            m = -1
+                                if m == -2:
+                                    n_detail += 1
+                                    k = _first_crossing(v0 + (pp * a1 - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                                        apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - n,
+                                                        htab, h_per_rho)
+                                    m = n - 1 + k if k > 0 else -1
                                 if m == n:
                                     spike = True
                                 elif m > n:
-                                    n_hit += 1
+                                    if lazy:
+                                        n_check += 1
+                                        flags[i] |= CHECK
+                                    else:
+                                        n_hit += 1
+                                        pred[i, 0] = pp
+                                        pred[i, 1] = qq
+                                        pred[i, 2] = base
                                     meta[i, 1] = m
-                                    pred[i, 0] = pp
-                                    pred[i, 1] = qq
-                                    pred[i, 2] = base
                                     f2 = free_e  # the entry just freed
                                     free_e = e_next[f2]
                                     e_nrn[f2] = i
@@ -670,16 +788,16 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 e = nxt
             for p in range(start + 1, n_sp):  # canonical order within a step (model index)
                 val = sp_idx[p]
-                key = orig[val]
+                key = nrn_orig[val]
                 q = p - 1
-                while q >= start and orig[sp_idx[q]] > key:
+                while q >= start and nrn_orig[sp_idx[q]] > key:
                     sp_idx[q + 1] = sp_idx[q]
                     q -= 1
                 sp_idx[q + 1] = val
             n_new = 0
             for p in range(start, n_sp):
                 i = sp_idx[p]
-                r = rfc[i]
+                r = nrn_rfc[i]
                 meta[i, 0] = n + (r if r > 1 else 1)
                 if meta[i, 3] < 0:
                     meta[i, 3] = n
@@ -687,7 +805,7 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 # bound below threshold, so that the input does not queue it for re-prediction
                 hot[i, 0] = REFRACTORY_P
                 hot[i, 1] = 0.0
-                if not is_driven[i]:
+                if not nrn_drv[i]:
                     n_new += 1
             step_ptr[n + 1] = n_sp
             if runaway_window > 0:
@@ -720,7 +838,7 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                     continue
                 for p in range(step_ptr[src], step_ptr[src + 1]):
                     i = sp_idx[p]
-                    r = rfc[i]
+                    r = nrn_rfc[i]
                     if (r if r > 1 else 1) == rd:
                         hot[i, 0] = p_rst
                         hot[i, 1] = 0.0
@@ -733,35 +851,42 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
             if src >= 0:
                 for p in range(step_ptr[src], step_ptr[src + 1]):
                     j = sp_idx[p]
-                    k0 = indptr[j]
-                    k1 = indptr[j + 1]
-                    n_events += k1 - k0
-                    if inh[j]:
-                        _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot_flat, ca, cb)
-                    else:
-                        n_touched = _deliver(k0, k1, syn, wtab, t_bits, hot_flat, flags, touched, n_touched,
-                                             ca, cb, ak_n, bk_n, x_th)
                     if meta[j, 3] == src:
-                        # the first spike of j: its targets not reached before are reached now,
-                        # in the order of their first input (no earlier spike of j reached them)
-                        for k in range(k0, k1):
-                            t = np.int64((np.uint64(syn[k]) & t_mask) >> np.uint64(1))
-                            if not (flags[t] & REACHED):
-                                flags[t] |= REACHED
-                                meta[t, 2] = n
-                                reached[n_reached] = t
+                        # the first spike of j: its row, with the targets as slots; the
+                        # targets not reached before take the next slots, in the row's order
+                        # (no earlier spike of j reached them)
+                        nj = slot_nrn[j]
+                        row[j, 0] = n_syn2
+                        for k in range(indptr[nj], indptr[nj + 1]):
+                            v = np.uint64(syn[k])
+                            t = np.int64((v & t_mask) >> np.uint64(1))
+                            st = slot_of[t]
+                            if st < 0:
+                                st = n_reached
                                 n_reached += 1
+                                _take_slot(t, st, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh,
+                                           nrn_rfc, nrn_orig, nrn_drv, nrn_inh)
+                            syn2[n_syn2] = (v & ~t_mask) | (np.uint64(st) << np.uint64(1))
+                            n_syn2 += 1
+                        row[j, 1] = n_syn2
+                    k0 = row[j, 0]
+                    k1 = row[j, 1]
+                    n_events += k1 - k0
+                    if nrn_inh[j]:
+                        _deliver_inhibitory(k0, k1, syn2, wtab, t_bits, hot_flat, ca, cb)
+                    else:
+                        n_touched = _deliver(k0, k1, syn2, wtab, t_bits, hot_flat, flags, touched, n_touched,
+                                             ca, cb, ak_n, bk_n, x_th)
             pk = kick * ainv[kb]
             while kp < n_kicks and kick_step[kp] == n:
-                t = kick_idx[kp]
+                t = slot_of[kick_idx[kp]]
+                if t < 0:
+                    t = n_reached
+                    n_reached += 1
+                    _take_slot(kick_idx[kp], t, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh,
+                               nrn_rfc, nrn_orig, nrn_drv, nrn_inh)
                 kp += 1
                 f = flags[t]
-                if not (f & REACHED):
-                    f |= REACHED
-                    flags[t] = f
-                    meta[t, 2] = n
-                    reached[n_reached] = t
-                    n_reached += 1
                 p0 = hot[t, 0]
                 if p0 < REFRACTORY_BELOW:
                     continue  # refractory: the kick is dropped
@@ -784,75 +909,67 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 if not (val > x_th):
                     if f & PENDING:
                         meta[t, 1] = -1
-                        flags[t] = f & ~PENDING
+                        flags[t] = f & ~(PENDING | CHECK)
                     continue
                 qb = qq * bk_n
                 m_old = meta[t, 1] if f & PENDING else -1  # (meta read only where needed)
-                if m_old > n:
-                    # a pending prediction: most input since has advanced it, and x above
-                    # threshold at m_old bounds the search to the steps before it
-                    ko = m_old - base
-                    if pp * apow[ko] - qq * bpow[ko] > x_th:
-                        n_detail += 1
-                        k = _crossing_by(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                         apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n, m_old - n,
-                                         htab, h_per_rho)
-                        m = n + k if k > 0 else -1
-                        if m == m_old:
-                            # the queued entry stands; only the state it was made from changes
-                            n_hit += 1
-                            pred[t, 0] = pp
-                            pred[t, 1] = qq
-                            pred[t, 2] = base
-                            continue
-                        if m < 0:
-                            meta[t, 1] = -1
-                            flags[t] = f & ~PENDING
-                            continue
-                        n_hit += 1
-                        meta[t, 1] = m
-                        pred[t, 0] = pp
-                        pred[t, 1] = qq
-                        pred[t, 2] = base
-                        if free_e >= 0:
-                            e = free_e
-                            free_e = e_next[e]
-                        else:
-                            e = n_e
-                            n_e += 1
-                        e_nrn[e] = t
-                        e_step[e] = m
-                        bkt = m & ring_mask
-                        e_next[e] = head[bkt]
-                        head[bkt] = e
-                        continue
+                m = -2  # -2: a check or a prediction to queue at m_new; -1: none
                 if qq > 0.0:
-                    # tabulated peak bound (see _first_crossing), here to save the call
-                    big_a = pp * ak_n
-                    j = int((qb / big_a) * h_per_rho)
-                    if j >= htab.shape[0]:
-                        j = htab.shape[0] - 1
-                    if big_a * htab[j] < x_th:
-                        if f & PENDING:
-                            meta[t, 1] = -1
-                            flags[t] = f & ~PENDING
-                        continue
-                n_detail += 1
-                k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                    apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
-                                    htab, h_per_rho, True)
-                m = n + k if k > 0 else -1
-                if m < 0:
+                    # no crossing at all (peak bound), or none before step n + kl + 2: then
+                    # a check for n + kl is queued instead of searching now; more input before
+                    # then (the usual case) only moves the check
+                    kl = _bound_ahead(pp * ak_n, qb, x_th, htab, h_per_rho, slope, n_steps - n)
+                    if kl < 0:
+                        m = -1
+                    elif kl > 0:
+                        m_new = n + kl
+                        if m_new >= n_steps:
+                            m = -1
+                        elif m_old > 0 and m_old <= m_new:
+                            continue  # the entry queued at m_old comes first and re-checks
+                        else:
+                            m = -3
+                if m == -2:
+                    if m_old > n:
+                        # a pending entry: most input since has advanced the crossing, and x
+                        # above threshold at m_old bounds the search to the steps before it
+                        ko = m_old - base
+                        if pp * apow[ko] - qq * bpow[ko] > x_th:
+                            n_detail += 1
+                            k = _crossing_by(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                             apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
+                                             m_old - n, htab, h_per_rho)
+                            m = n + k if k > 0 else -1
+                            if m == m_old:
+                                # the queued entry stands (now an exact prediction)
+                                n_hit += 1
+                                flags[t] = f & ~CHECK
+                                pred[t, 0] = pp
+                                pred[t, 1] = qq
+                                pred[t, 2] = base
+                                continue
+                    if m == -2:
+                        n_detail += 1
+                        k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                            apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
+                                            htab, h_per_rho, True)
+                        m = n + k if k > 0 else -1
+                if m == -1:
                     if f & PENDING:
                         meta[t, 1] = -1
-                        flags[t] = f & ~PENDING
+                        flags[t] = f & ~(PENDING | CHECK)
                     continue
-                n_hit += 1
+                if m == -3:  # a check
+                    m = m_new
+                    n_check += 1
+                    flags[t] = f | PENDING | CHECK
+                else:
+                    n_hit += 1
+                    flags[t] = (f | PENDING) & ~CHECK
+                    pred[t, 0] = pp
+                    pred[t, 1] = qq
+                    pred[t, 2] = base
                 meta[t, 1] = m
-                flags[t] = f | PENDING
-                pred[t, 0] = pp
-                pred[t, 1] = qq
-                pred[t, 2] = base
                 if free_e >= 0:
                     e = free_e
                     free_e = e_next[e]
@@ -866,22 +983,25 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 head[bkt] = e
 
     # outputs, then restore the workspace to the initial state for the next trial
+    for p in range(n_sp):  # slots -> neurons
+        sp_idx[p] = slot_nrn[sp_idx[p]]
     first_in = np.empty(n_reached, np.int64)
     first_sp = np.empty(n_reached, np.int64)
     for q in range(n_reached):
-        t = reached[q]
-        first_in[q] = meta[t, 2]
-        first_sp[q] = meta[t, 3]
-        hot[t, 0] = 0.0
-        hot[t, 1] = 0.0
-        flags[t] = 0
-        meta[t, 0] = 0
-        meta[t, 1] = -1
-        meta[t, 2] = -1
-        meta[t, 3] = -1
+        first_in[q] = meta[q, 2]
+        first_sp[q] = meta[q, 3]
+        hot[q, 0] = 0.0
+        hot[q, 1] = 0.0
+        flags[q] = 0
+        meta[q, 0] = 0
+        meta[q, 1] = -1
+        meta[q, 2] = -1
+        meta[q, 3] = -1
+        slot_of[slot_nrn[q]] = -1
     counters[0] = n_events
     counters[1] = n_pred
     counters[2] = n_detail
     counters[3] = n_hit
-    return (sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached,
+    counters[4] = n_check
+    return (sp_idx, sp_step, n_sp, slot_nrn, first_in, first_sp, n_reached,
             runaway_kind, runaway_onset, counters, e_nrn, e_step, e_next)

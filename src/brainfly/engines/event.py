@@ -64,13 +64,28 @@ is the 18-step delay buffer. Per step:
 
 What an event does not do, to stay cheap: it does not look at refractoriness (a spiking
 neuron's P is set far negative until its release, so its input never queues it, and the
-release overwrites it), nor at whether its target was reached before (the targets of a
-presynaptic neuron's first spike are registered after that spike's delivery: no earlier
-spike of it reached them), nor at pending predictions (a prediction keeps the (P, Q) it
-was made from; at its step, different values mean input since; input that cancels
-exactly leaves the state, and so the prediction, as it was). Per-neuron bookkeeping
-that re-prediction needs lives in a one-byte flag per neuron (queued, prediction pending,
-reached), small enough to stay in cache.
+release overwrites it), nor at whether its target was reached before, nor at pending
+predictions (a prediction keeps the (P, Q) it was made from; at its step, different values
+mean input since; input that cancels exactly leaves the state, and so the prediction, as it
+was). Per-neuron bookkeeping that re-prediction needs lives in a one-byte flag per neuron
+(queued, prediction pending, pending entry is a check), small enough to stay in cache.
+
+The state of a trial is kept in *slots*, not by neuron number: a neuron takes the next slot
+when it is first reached, and when a neuron first spikes its row of connections is copied
+(before its delivery) with the targets as slots. The records that a trial's events write
+are then contiguous and in the order the neurons were reached (the few tens of thousands
+reached by the sugar experiment fit in a core's L2 cache), whatever their numbers; the
+order of the slots is the propagation front itself.
+
+A crossing search (~0.1 us) is put off where a cheap bound shows that no crossing can come
+soon: with ``x(k) <= max(x, 0) + c g k ln(a/b)`` (``a^k - b^k <= k ln(a/b)``), a neuron
+whose first possible crossing lies at least ``LAZY_MIN`` steps ahead gets a *check* queued
+two steps before that bound instead of a prediction. A neuron that is charging up gets
+more input before its check comes due, and that input only moves the check (or leaves an
+earlier entry in place); a check that comes due applies the bound again from there, or
+searches (a check whose neuron is above threshold at its step spikes there, as a
+prediction whose state changed does: no crossing was possible before it). Only the work
+changes, not the spikes: the tests compare both with Brian2.
 
 The kernels (:mod:`brainfly.engines._event_kernels`) are numba ``njit(cache=True,
 nogil=True)`` functions with no per-step Python; trials run in parallel threads, one
@@ -331,6 +346,10 @@ class EventEngine(Engine):
         def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
             if ws["step_ptr"].shape[0] < steps + 1:
                 ws["step_ptr"] = np.zeros(steps + 1, np.int64)
+            if ws["syn2"].dtype != syn.dtype or ws["syn2"].shape[0] < syn.shape[0]:
+                # the rows of the neurons that spike, targets as slots: at most all of them
+                # (untouched pages cost nothing)
+                ws["syn2"] = np.empty(syn.shape[0], syn.dtype)
             out = K.run_trial(
                 indptr, syn, wtab, code_bits, rfc, driven, rel_delays, order, inh, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
@@ -338,7 +357,8 @@ class EventEngine(Engine):
                 htab, h_per_rho,
                 ws["hot"], ws["flags"], ws["meta"], ws["pred"], ws["head"],
                 ws["e_nrn"], ws["e_step"], ws["e_next"], ws["sp_idx"], ws["sp_step"], ws["step_ptr"],
-                ws["reached"], ws["touched"],
+                ws["touched"], ws["slot_of"], ws["slot_nrn"], ws["nrn_rfc"], ws["nrn_orig"], ws["nrn_drv"],
+                ws["nrn_inh"], ws["row"], ws["syn2"],
                 window, count, quiet,
             )
             # the buffers that grew stay with the workspace
@@ -390,7 +410,7 @@ class EventEngine(Engine):
         tr_parts, idx_parts, step_parts = [], [], []
         f_tr, f_idx, f_in, f_sp, f_lat = [], [], [], [], []
         runaway, runaway_by_trial, onsets = [], [], []
-        counters = np.zeros(4, np.int64)
+        counters = np.zeros(5, np.int64)
         names = {1: "activity bound", 2: "sustained without input"}
         for k, (si, ss, front, kind, onset, cnt, onset_kick) in zip(trials, outs):
             tr_parts.append(np.full(si.shape[0], k, np.int32))
@@ -412,7 +432,8 @@ class EventEngine(Engine):
         meta = {
             "n_threads": n_threads,
             "n_events": int(counters[0]),
-            "n_predictions": {"touched": int(counters[1]), "searched": int(counters[2]), "crossing": int(counters[3])},
+            "n_predictions": {"touched": int(counters[1]), "searched": int(counters[2]), "crossing": int(counters[3]),
+                              "checks": int(counters[4])},
             "runaway": runaway,
             "runaway_by_trial": runaway_by_trial,
             "stimulus_onset_step": onsets,
