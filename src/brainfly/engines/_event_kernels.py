@@ -53,22 +53,23 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     built at the neuron's first spike; ``syn2`` is sized by the caller).
     """
     hot = _aligned((n_neurons, 2))
-    meta = np.full((n_neurons, 4), -1, np.int32)
+    meta = _huge_zeros((n_neurons, 4), np.int32, -1)
     meta[:, 0] = 0
     cap_e = 2 * n_neurons + 1024
     cap_s = n_neurons + 1024
-    return {"hot": hot, "flags": np.zeros(n_neurons, np.uint8), "meta": meta,
-            "pred": np.zeros((n_neurons, 3), np.float64), "head": np.full(ring, -1, np.int64),
+    n = n_neurons
+    return {"hot": hot, "flags": _huge_zeros(n, np.uint8), "meta": meta,
+            "pred": _huge_zeros((n, 3), np.float64), "head": np.full(ring, -1, np.int64),
             # buffers of the queue entries, the spike record (both may grow), the spike
             # index per step (sized for the trial), the slots queued
-            "e_nrn": np.zeros(cap_e, np.int64), "e_step": np.zeros(cap_e, np.int64),
-            "e_next": np.zeros(cap_e, np.int64), "sp_idx": np.zeros(cap_s, np.int32),
-            "sp_step": np.zeros(cap_s, np.int64), "step_ptr": np.zeros(1, np.int64),
-            "touched": np.zeros(n_neurons, np.int64),
-            "slot_of": np.full(n_neurons, -1, np.int32), "slot_nrn": np.zeros(n_neurons, np.int64),
-            "nrn_rfc": np.zeros(n_neurons, np.int64), "nrn_orig": np.zeros(n_neurons, np.int64),
-            "nrn_drv": np.zeros(n_neurons, np.uint8), "nrn_inh": np.zeros(n_neurons, np.uint8),
-            "row": np.zeros((n_neurons, 2), np.int64), "syn2": np.zeros(0, np.uint32)}
+            "e_nrn": _huge_zeros(cap_e, np.int64), "e_step": _huge_zeros(cap_e, np.int64),
+            "e_next": _huge_zeros(cap_e, np.int64), "sp_idx": _huge_zeros(cap_s, np.int32),
+            "sp_step": _huge_zeros(cap_s, np.int64), "step_ptr": np.zeros(1, np.int64),
+            "touched": _huge_zeros(n, np.int64),
+            "slot_of": _huge_zeros(n, np.int32, -1), "slot_nrn": _huge_zeros(n, np.int64),
+            "nrn_rfc": _huge_zeros(n, np.int64), "nrn_orig": _huge_zeros(n, np.int64),
+            "nrn_drv": _huge_zeros(n, np.uint8), "nrn_inh": _huge_zeros(n, np.uint8),
+            "row": _huge_zeros((n, 2), np.int64), "syn2": np.zeros(0, np.uint32)}
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
@@ -209,12 +210,38 @@ def peak_table(a: float, b: float, rho_max: float = 64.0, size: int = 16384) -> 
     return h * (1.0 + 1e-12) + 1e-300, size / rho_max
 
 
+_HUGE_PAGE = 2 << 20
+
+
+def _huge_zeros(shape: tuple[int, ...] | int, dtype: type, fill: float = 0) -> np.ndarray:
+    """Array (of *fill*) at the start of a 2 MiB-aligned region that asks the kernel for
+    transparent huge pages (``madvise(MADV_HUGEPAGE)``, where available): the records a
+    trial touches (its slots come first) then share one TLB entry instead of hundreds.
+    Arrays under 256 KiB are ordinary ones."""
+    import mmap
+
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes < (256 << 10):
+        return np.full(shape, fill, dtype)
+    size = -(-max(nbytes, 1) // _HUGE_PAGE) * _HUGE_PAGE + _HUGE_PAGE
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            region.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # a kernel without transparent huge pages: ordinary pages
+            pass
+    buf = np.frombuffer(region, np.uint8)
+    off = (-buf.ctypes.data) % _HUGE_PAGE
+    out = buf[off:off + nbytes].view(dtype).reshape(shape)
+    if fill != 0:
+        out[...] = fill
+    return out
+
+
 def _aligned(shape: tuple[int, int]) -> np.ndarray:
-    """Zeroed float64 array aligned to 64 bytes (a record never straddles two cache lines)."""
-    n = shape[0] * shape[1]
-    buf = np.zeros(n * 8 + 64, np.uint8)
-    off = (-buf.ctypes.data) % 64
-    return buf[off:off + n * 8].view(np.float64).reshape(shape)
+    """Zeroed float64 array aligned to 64 bytes (a record never straddles two cache lines),
+    on huge pages where the system has them (see :func:`_huge_zeros`)."""
+    return _huge_zeros(shape, np.float64)
 
 
 @intrinsic

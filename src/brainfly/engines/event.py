@@ -345,11 +345,11 @@ class EventEngine(Engine):
 
         def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
             if ws["step_ptr"].shape[0] < steps + 1:
-                ws["step_ptr"] = np.zeros(steps + 1, np.int64)
+                ws["step_ptr"] = K._huge_zeros(steps + 1, np.int64)
             if ws["syn2"].dtype != syn.dtype or ws["syn2"].shape[0] < syn.shape[0]:
                 # the rows of the neurons that spike, targets as slots: at most all of them
                 # (untouched pages cost nothing)
-                ws["syn2"] = np.empty(syn.shape[0], syn.dtype)
+                ws["syn2"] = K._huge_zeros(syn.shape[0], syn.dtype)
             out = K.run_trial(
                 indptr, syn, wtab, code_bits, rfc, driven, rel_delays, order, inh, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
