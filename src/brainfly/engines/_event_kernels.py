@@ -26,6 +26,7 @@ REFRACTORY_BELOW = -1e200
 QUEUED = 1
 PENDING = 2
 CHECK = 4  #: the pending entry is a check (no crossing before it), not a predicted spike
+SEEN = 8  #: re-predicted in this step already (a neuron may be queued twice)
 #: A crossing search is put off (a check queued instead) when the bound puts the first
 #: possible crossing at least this many steps ahead.
 LAZY_MIN = 4
@@ -455,14 +456,17 @@ def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, 
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver(k0, k1, syn, wtab, t_bits, hot, flags, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
+def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
-    Q += w c b^-(n-B) on ``hot`` (flat: P of neuron t at 2t, Q at 2t+1), and queue the
-    targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` for re-prediction;
-    a refractory target's far negative P never queues it. Returns the new length of
-    ``touched``. A record's low t_bits bits are 2t (the offset of the target's P: one mask,
-    no shift), the rest the weight code. (Unsigned indices: numba then emits no
-    negative-index wraparound.)"""
+    Q += w c b^-(n-B) on ``hot`` (flat: P of slot t at 2t, Q at 2t+1), and queue the
+    targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` for
+    re-prediction; a refractory target's far negative P never queues it. Returns the new
+    length of ``touched``, which needs room for k1 - k0 more entries. Branch-free: every
+    target is written and the length advances where the bound says so (a branch taken for
+    one event in twenty, at random, cost more than all the rest); a neuron may so be queued
+    twice in a step (by two rows), which re-prediction tolerates. A record's low t_bits
+    bits are 2t (the offset of the target's P: one mask, no shift), the rest the weight
+    code. (Unsigned indices: numba then emits no negative-index wraparound.)"""
     one = np.uint64(1)
     tb = np.uint64(t_bits)
     tmask = (one << tb) - one
@@ -479,35 +483,33 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, flags, touched, n_touched, ca, cb, 
         w = wtab[v >> tb]
         kk += one
         pp, qq = _add_pair(hot, i0, w, ca, cb)
-        # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
-        val = pp * ak_n
-        if qq < 0.0:
-            val = val - qq * bk_n
-        if val > x_th:
-            t = i0 >> one
-            f = flags[t]
-            if not (f & QUEUED):
-                flags[t] = f | QUEUED
-                touched[n_touched] = np.int64(t)
-                n_touched += 1
+        touched[n_touched] = np.int64(i0 >> one)
+        n_touched += np.int64(pp * ak_n - min(qq, 0.0) * bk_n > x_th)
     while kk < hi:
         v = np.uint64(syn[kk])
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
         pp, qq = _add_pair(hot, i0, w, ca, cb)
-        # the bound pp * ak_n - min(qq, 0.0) * bk_n of step 4, branch by branch
-        val = pp * ak_n
-        if qq < 0.0:
-            val = val - qq * bk_n
-        if val > x_th:
-            t = i0 >> one
-            f = flags[t]
-            if not (f & QUEUED):
-                flags[t] = f | QUEUED
-                touched[n_touched] = np.int64(t)
-                n_touched += 1
+        touched[n_touched] = np.int64(i0 >> one)
+        n_touched += np.int64(pp * ak_n - min(qq, 0.0) * bk_n > x_th)
     return n_touched
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _dedupe(touched, n_touched, flags):
+    """Drop repeated entries of ``touched[:n_touched]`` (first ones kept, in order);
+    returns the new length. Uses and clears the QUEUED bit."""
+    m = 0
+    for q in range(n_touched):
+        t = touched[q]
+        if not (flags[t] & QUEUED):
+            flags[t] |= QUEUED
+            touched[m] = t
+            m += 1
+    for q in range(m):
+        flags[touched[q]] &= ~QUEUED
+    return m
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
@@ -902,9 +904,13 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                     if nrn_inh[j]:
                         _deliver_inhibitory(k0, k1, syn2, wtab, t_bits, hot_flat, ca, cb)
                     else:
-                        n_touched = _deliver(k0, k1, syn2, wtab, t_bits, hot_flat, flags, touched, n_touched,
+                        if n_touched + (k1 - k0) >= touched.shape[0]:
+                            n_touched = _dedupe(touched, n_touched, flags)
+                        n_touched = _deliver(k0, k1, syn2, wtab, t_bits, hot_flat, touched, n_touched,
                                              ca, cb, ak_n, bk_n, x_th)
             pk = kick * ainv[kb]
+            if kp < n_kicks and kick_step[kp] == n and n_touched > n_neurons:
+                n_touched = _dedupe(touched, n_touched, flags)  # room for the kicks (one each)
             while kp < n_kicks and kick_step[kp] == n:
                 t = slot_of[kick_idx[kp]]
                 if t < 0:
@@ -924,12 +930,15 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                     n_touched += 1
 
             # ---------------------------------------------------------------- 4. re-predict
-            n_pred += n_touched
             for q in range(n_touched):
                 t = touched[q]
                 # (refractory neurons are never queued: their input is dropped at release)
-                f = flags[t] & ~QUEUED
+                f = flags[t]
+                if f & SEEN:
+                    continue  # queued twice in this step (by two rows)
+                f = (f & ~QUEUED) | SEEN  # (kept by the writes of flags below)
                 flags[t] = f
+                n_pred += 1
                 pp = hot[t, 0]
                 qq = hot[t, 1]
                 val = pp * ak_n - min(qq, 0.0) * bk_n
@@ -1008,6 +1017,8 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 bkt = m & ring_mask
                 e_next[e] = head[bkt]
                 head[bkt] = e
+            for q in range(n_touched):
+                flags[touched[q]] &= ~SEEN
 
     # outputs, then restore the workspace to the initial state for the next trial
     for p in range(n_sp):  # slots -> neurons

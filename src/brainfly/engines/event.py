@@ -343,9 +343,15 @@ class EventEngine(Engine):
         kick_idx = np.ascontiguousarray(relabel[kicks.idx], dtype=np.int64)
         kick_step = np.ascontiguousarray(kicks.step, dtype=np.int64)
 
+        # the neurons queued in a step, repeats included: up to a row more than all neurons
+        # (the kernel drops repeats when it must), and one per kick
+        room_touched = 2 * n + 2 + int(np.diff(indptr).max(initial=0))
+
         def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
             if ws["step_ptr"].shape[0] < steps + 1:
                 ws["step_ptr"] = K._huge_zeros(steps + 1, np.int64)
+            if ws["touched"].shape[0] < room_touched:
+                ws["touched"] = K._huge_zeros(room_touched, np.int64)
             if ws["syn2"].dtype != syn.dtype or ws["syn2"].shape[0] < syn.shape[0]:
                 # the rows of the neurons that spike, targets as slots: at most all of them
                 # (untouched pages cost nothing)
