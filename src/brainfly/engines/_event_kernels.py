@@ -456,17 +456,20 @@ def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, 
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, ak_n, bk_n, x_th):
+def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of slot t at 2t, Q at 2t+1), and queue the
-    targets whose bound ``P a^(n-B) - min(Q, 0) b^(n-B)`` exceeds ``x_th`` for
-    re-prediction; a refractory target's far negative P never queues it. Returns the new
-    length of ``touched``, which needs room for k1 - k0 more entries. Branch-free: every
-    target is written and the length advances where the bound says so (a branch taken for
-    one event in twenty, at random, cost more than all the rest); a neuron may so be queued
-    twice in a step (by two rows), which re-prediction tolerates. A record's low t_bits
-    bits are 2t (the offset of the target's P: one mask, no shift), the rest the weight
-    code. (Unsigned indices: numba then emits no negative-index wraparound.)"""
+    targets whose ``A = P a^(n-B)`` exceeds ``x_th`` (``P > p_th = x_th a^-(n-B)``, rounded
+    down) for re-prediction, by their record offset 2t. A bounds the free trajectory where
+    g > 0; where g <= 0 a neuron at or below threshold (as every neuron that did not spike
+    is) cannot cross, and A <= x does not matter. A refractory target's far negative P
+    never queues it. Returns the new length of ``touched``, which needs room for k1 - k0
+    more entries. Branch-free: every target is written and the length advances where the
+    bound says so (a branch taken for one event in twenty, at random, cost more than all
+    the rest); a neuron may so be queued twice in a step (by two rows), which re-prediction
+    skips. A record's low t_bits bits are 2t (one mask, no shift), the rest the weight
+    code. Every instruction here counts (each costs ~0.5 ms per 2M events). (Unsigned
+    indices: numba then emits no negative-index wraparound.)"""
     one = np.uint64(1)
     tb = np.uint64(t_bits)
     tmask = (one << tb) - one
@@ -483,32 +486,32 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, ak_n, b
         w = wtab[v >> tb]
         kk += one
         pp, qq = _add_pair(hot, i0, w, ca, cb)
-        touched[n_touched] = np.int64(i0 >> one)
-        n_touched += np.int64(pp * ak_n - min(qq, 0.0) * bk_n > x_th)
+        touched[n_touched] = np.int64(i0)
+        n_touched += np.int64(pp > p_th)
     while kk < hi:
         v = np.uint64(syn[kk])
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
         pp, qq = _add_pair(hot, i0, w, ca, cb)
-        touched[n_touched] = np.int64(i0 >> one)
-        n_touched += np.int64(pp * ak_n - min(qq, 0.0) * bk_n > x_th)
+        touched[n_touched] = np.int64(i0)
+        n_touched += np.int64(pp > p_th)
     return n_touched
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _dedupe(touched, n_touched, flags):
-    """Drop repeated entries of ``touched[:n_touched]`` (first ones kept, in order);
-    returns the new length. Uses and clears the QUEUED bit."""
+    """Drop repeated entries of ``touched[:n_touched]`` (record offsets 2t; first ones
+    kept, in order); returns the new length. Uses and clears the QUEUED bit."""
     m = 0
     for q in range(n_touched):
-        t = touched[q]
+        t = touched[q] >> 1
         if not (flags[t] & QUEUED):
             flags[t] |= QUEUED
-            touched[m] = t
+            touched[m] = 2 * t
             m += 1
     for q in range(m):
-        flags[touched[q]] &= ~QUEUED
+        flags[touched[q] >> 1] &= ~QUEUED
     return m
 
 
@@ -717,6 +720,7 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
             cb = c * binv[kb]
             ak_n = apow[kb]
             bk_n = bpow[kb]
+            p_th = x_th * ainv[kb] * (1.0 - 1e-12)  # A > x_th <=> P > x_th a^-(n-B) (rounded down)
             if n_sp + n_neurons > cap_sp or n_e + 2 * n_neurons > cap_e:
                 n_lo = n  # the buffers grow in the outer loop
                 break
@@ -907,7 +911,7 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                         if n_touched + (k1 - k0) >= touched.shape[0]:
                             n_touched = _dedupe(touched, n_touched, flags)
                         n_touched = _deliver(k0, k1, syn2, wtab, t_bits, hot_flat, touched, n_touched,
-                                             ca, cb, ak_n, bk_n, x_th)
+                                             ca, cb, p_th)
             pk = kick * ainv[kb]
             if kp < n_kicks and kick_step[kp] == n and n_touched > n_neurons:
                 n_touched = _dedupe(touched, n_touched, flags)  # room for the kicks (one each)
@@ -926,12 +930,12 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 hot[t, 0] = p0 + pk
                 if not (f & QUEUED):
                     flags[t] = f | QUEUED
-                    touched[n_touched] = t
+                    touched[n_touched] = 2 * t
                     n_touched += 1
 
             # ---------------------------------------------------------------- 4. re-predict
             for q in range(n_touched):
-                t = touched[q]
+                t = touched[q] >> 1
                 # (refractory neurons are never queued: their input is dropped at release)
                 f = flags[t]
                 if f & SEEN:
@@ -1018,7 +1022,7 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                 e_next[e] = head[bkt]
                 head[bkt] = e
             for q in range(n_touched):
-                flags[touched[q]] &= ~SEEN
+                flags[touched[q] >> 1] &= ~SEEN
 
     # outputs, then restore the workspace to the initial state for the next trial
     for p in range(n_sp):  # slots -> neurons
