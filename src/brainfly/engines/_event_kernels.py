@@ -18,6 +18,8 @@ __all__ = ["run_trial", "new_workspace", "pack_synapses", "RUNAWAY_NONE", "RUNAW
 
 #: Connections ahead in a presynaptic row whose target record is prefetched.
 PREFETCH_AHEAD = 16
+#: Steps of Brian2's update a crossing search iterates before it bisects.
+SCAN_STEPS = 32
 #: P of a refractory neuron (its input is discarded at the release anyway); any P below
 #: REFRACTORY_BELOW (rebasing scales it) marks the neuron refractory.
 REFRACTORY_P = -1e300
@@ -319,37 +321,61 @@ def _pow(tab, base_log, k):
 
 
 @njit(cache=True, nogil=True)
+def _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, k_end):
+    """Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` iterated from (v, g)
+    for up to *k_end* steps: the first k with v(k) > v_th; -1 once v falls (a free
+    trajectory rises at most once, so it cannot come back up to a threshold above rest);
+    0 when still rising after k_end steps. A crossing is rarely more than a few steps
+    away when a search is made (farther ones are put off, see run_trial), and these few
+    steps cost less than a bisection."""
+    vv = v
+    gg = g
+    for k in range(1, k_end + 1):
+        vn = v_const + (v_from_g * gg + v_decay * vv)
+        gg = g_decay * gg
+        if vn > v_th:
+            return k
+        if vn < vv:
+            return -1
+        vv = vn
+    return 0
+
+
+@njit(cache=True, nogil=True)
 def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
                     v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho, bounded=False):
     """First k in 1..k_max with v(k) > v_th for the free trajectory from (v, g), or -1.
 
     Closed form x(k) = x a^k + c (a^k - b^k) g (x = v - v0). An analytic bound rejects
     almost every call without transcendental functions (*bounded*: the caller has
-    applied it); when a crossing is possible the discrete peak is located, the first
-    crossing found by bisection on the rising part, and confirmed by iterating Brian2's
-    own update from just before it.
+    applied it); then Brian2's own update is iterated for up to SCAN_STEPS steps
+    (:func:`_scan_crossing`); a crossing farther away is found from the discrete peak by
+    bisection on the rising part, and confirmed by iterating Brian2's update from just
+    before it.
     """
     if k_max < 1:
         return -1
     x = v - v0
     x_th = v_th - v0
-    # k = 1 (a kick, or a strong input): one Brian2 step decides
-    v1 = v_const + (v_from_g * g + v_decay * v)
-    if v1 > v_th:
-        return 1
-    if g > 0.0:
+    if g > 0.0 and not bounded:
         big_a = x + c * g  # sup of the trajectory (x(t) < A for all t > 0)
+        if big_a <= x_th:
+            return -1
+        # tabulated continuous peak: max_t x(t) = A h(B/A), h decreasing; the table
+        # entry at or below B/A bounds it from above
+        j = int((c * g / big_a) * h_per_rho)
+        if j >= htab.shape[0]:
+            j = htab.shape[0] - 1
+        if big_a * htab[j] < x_th:
+            return -1
+    k = _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, min(k_max, SCAN_STEPS))
+    if k != 0:
+        return k
+    if k_max <= SCAN_STEPS:
+        return -1
+    if g > 0.0:
+        big_a = x + c * g
         big_b = c * g
-        if not bounded:
-            if big_a <= x_th:
-                return -1
-            # tabulated continuous peak: max_t x(t) = A h(B/A), h decreasing; the table
-            # entry at or below B/A bounds it from above
-            j = int((big_b / big_a) * h_per_rho)
-            if j >= htab.shape[0]:
-                j = htab.shape[0] - 1
-            if big_a * htab[j] < x_th:
-                return -1
         # continuous peak t* (steps): a^t A log a = b^t B log b
         ratio = (big_b * log_b) / (big_a * log_a)
         if ratio <= 1.0:
@@ -385,12 +411,13 @@ def _crossing_by(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
     trajectory is unimodal, so the steps in 1..k_by above threshold are those from the
     first crossing on, and bisection on them needs neither the bound nor the peak. Falls
     back to :func:`_first_crossing` where the closed form at k_by says otherwise."""
-    v1 = v_const + (v_from_g * g + v_decay * v)
-    if v1 > v_th:
-        return 1
     if k_by < 1 or k_by > k_max:
         return _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
                                v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho)
+    if k_by <= SCAN_STEPS:
+        k = _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, k_by)
+        if k > 0:
+            return k
     ak = _pow(apow, log_a, k_by)
     bk = _pow(bpow, log_b, k_by)
     if not (v0 + ((v - v0) * ak + c * (ak - bk) * g) > v_th):
