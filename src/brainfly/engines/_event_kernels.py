@@ -18,6 +18,9 @@ __all__ = ["run_trial", "new_workspace", "pack_synapses", "RUNAWAY_NONE", "RUNAW
 
 #: Connections ahead in a presynaptic row whose target record is prefetched.
 PREFETCH_AHEAD = 16
+#: Prefetch only once a trial has reached more neurons than this: fewer slot records fit
+#: in a core's L2 cache, and there the prefetch instructions cost more than they save.
+PREFETCH_ABOVE_SLOTS = 65536
 #: Steps of Brian2's update a crossing search iterates before it bisects.
 SCAN_STEPS = 32
 #: P of a refractory neuron (its input is discarded at the release anyway); any P below
@@ -483,7 +486,7 @@ def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, 
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th):
+def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, prefetch):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of slot t at 2t, Q at 2t+1), and queue the
     targets whose ``A = P a^(n-B)`` exceeds ``x_th`` (``P > p_th = x_th a^-(n-B)``, rounded
@@ -503,7 +506,7 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th):
     ahead = np.uint64(PREFETCH_AHEAD)
     kk = np.uint64(k0)
     hi = np.uint64(k1)
-    mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD))
+    mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD) if prefetch else k0)
     # the same loop twice: with a prefetch of the target record PREFETCH_AHEAD connections
     # ahead, then for the last ones of the row
     while kk < mid:
@@ -543,7 +546,7 @@ def _dedupe(touched, n_touched, flags):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
-def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb):
+def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb, prefetch):
     """:func:`_deliver` for a row of negative weights: it queues nothing. Inhibition only
     lowers a free trajectory from the step of the input on (and does not raise the bound
     ``P a^(n-B) - min(Q, 0) b^(n-B)``), so a neuron that had no crossing ahead still has
@@ -554,7 +557,7 @@ def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb):
     ahead = np.uint64(PREFETCH_AHEAD)
     kk = np.uint64(k0)
     hi = np.uint64(k1)
-    mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD))
+    mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD) if prefetch else k0)
     while kk < mid:
         _prefetch(hot, np.uint64(syn[kk + ahead]) & tmask)
         v = np.uint64(syn[kk])
@@ -933,12 +936,13 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
                     k1 = row[j, 1]
                     n_events += k1 - k0
                     if nrn_inh[j]:
-                        _deliver_inhibitory(k0, k1, syn2, wtab, t_bits, hot_flat, ca, cb)
+                        _deliver_inhibitory(k0, k1, syn2, wtab, t_bits, hot_flat, ca, cb,
+                                            n_reached > PREFETCH_ABOVE_SLOTS)
                     else:
                         if n_touched + (k1 - k0) >= touched.shape[0]:
                             n_touched = _dedupe(touched, n_touched, flags)
                         n_touched = _deliver(k0, k1, syn2, wtab, t_bits, hot_flat, touched, n_touched,
-                                             ca, cb, p_th)
+                                             ca, cb, p_th, n_reached > PREFETCH_ABOVE_SLOTS)
             pk = kick * ainv[kb]
             if kp < n_kicks and kick_step[kp] == n and n_touched > n_neurons:
                 n_touched = _dedupe(touched, n_touched, flags)  # room for the kicks (one each)
