@@ -26,9 +26,9 @@ in absolute steps and relative to a base step B, every free trajectory is
 ``x(n) = P a^(n-B) - Q b^(n-B)`` with ``g(n) = Q b^(n-B) / c``. The engine keeps ``(P, Q)``
 per neuron: an input ``w`` onto g in step m adds ``w c a^-(m-B)`` to P and ``w c b^-(m-B)``
 to Q (a kick adds ``kick a^-(m-B)`` to P) with per-step constants from precomputed power
-tables, so an event costs two multiply-adds on one 16-byte record (four to a cache line,
-prefetched a few connections ahead) and no ``exp``; a neuron that receives no input is
-never touched. The connections are packed once per connectome and silencing into 8-byte
+tables, so an event costs one 16-byte load, multiply, add and store (P and Q side by side,
+four records to a cache line) and no ``exp``; a neuron that receives no input is never
+touched. The connections are packed once per connectome and silencing into 8-byte
 records ``(code << t_bits) | 2 target`` (4 bytes where they fit: code indexes a small
 table of weights in volts, ``count * w_syn`` bit for bit; the low field is the offset of
 the target's record, so an event decodes it with one mask); connections that deliver
@@ -39,12 +39,17 @@ changes no result, not even round-off. B moves every few thousand steps (P, Q of
 neurons reached are rescaled), which keeps ``a^-k``, ``b^-k`` below ~1e61.
 
 After a step's input, ``A = x + c g = P a^(n-B)`` bounds the neuron's free trajectory
-(``x(t) < A``); only a neuron whose A (or, when g <= 0, x) exceeds ``v_th - v_0`` is
-re-predicted. Its first crossing: one Brian2 step decides k = 1; a tabulated continuous
-peak ``A h(c g / A)`` rejects most other candidates; the discrete peak follows from the
-continuous one, bisection on the rising part finds the first step above ``v_th``, and
-Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` is iterated from two
-steps before to confirm it. A crossing goes into a calendar queue (a ring of buckets, one
+(``x(t) < A``) where g > 0; where g <= 0 a neuron at or below threshold (every neuron that
+did not spike) cannot cross. So an event queues its target for re-prediction where
+``P > x_th a^-(n-B)`` (one compare against a per-step constant), and without a branch:
+the target is always written to the queue, whose length advances by the comparison (a
+branch taken for one event in twenty, at random, cost more than the rest of the event).
+Re-prediction: a tabulated continuous peak ``A h(c g / A)`` rejects most candidates;
+Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` is then iterated for up
+to ``SCAN_STEPS`` steps, to the first step above ``v_th`` or until v turns down (a free
+trajectory rises at most once); a crossing farther away is found from the discrete peak
+(from the continuous one) by bisection on the rising part, confirmed by Brian2's update
+iterated from two steps before it. A crossing goes into a calendar queue (a ring of buckets, one
 per step). Predictions are not invalidated eagerly: inhibition can only delay or cancel a
 crossing, so when a prediction is due and its neuron had input since, x at that step is
 checked (above threshold: spike; else predicted again). For the same reason the rows of
@@ -75,7 +80,10 @@ when it is first reached, and when a neuron first spikes its row of connections 
 (before its delivery) with the targets as slots. The records that a trial's events write
 are then contiguous and in the order the neurons were reached (the few tens of thousands
 reached by the sugar experiment fit in a core's L2 cache), whatever their numbers; the
-order of the slots is the propagation front itself.
+order of the slots is the propagation front itself. The workspace arrays sit on
+transparent huge pages (2 MiB, ``madvise``) where the system has them, so that these
+records share a few TLB entries; the target records are prefetched a few connections
+ahead only once a trial has reached more neurons than fit in L2 (where they pay).
 
 A crossing search (~0.1 us) is put off where a cheap bound shows that no crossing can come
 soon: with ``x(k) <= max(x, 0) + c g k ln(a/b)`` (``a^k - b^k <= k ln(a/b)``), a neuron
