@@ -507,6 +507,7 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, p
     kk = np.uint64(k0)
     hi = np.uint64(k1)
     mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD) if prefetch else k0)
+    nt = np.uint64(n_touched)  # (unsigned: no negative-index wraparound per event)
     # the same loop twice: with a prefetch of the target record PREFETCH_AHEAD connections
     # ahead, then for the last ones of the row
     while kk < mid:
@@ -516,17 +517,17 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, p
         w = wtab[v >> tb]
         kk += one
         pp, qq = _add_pair(hot, i0, w, ca, cb)
-        touched[n_touched] = np.int64(i0)
-        n_touched += np.int64(pp > p_th)
+        touched[nt] = np.int64(i0)
+        nt += np.uint64(pp > p_th)
     while kk < hi:
         v = np.uint64(syn[kk])
         i0 = v & tmask
         w = wtab[v >> tb]
         kk += one
         pp, qq = _add_pair(hot, i0, w, ca, cb)
-        touched[n_touched] = np.int64(i0)
-        n_touched += np.int64(pp > p_th)
-    return n_touched
+        touched[nt] = np.int64(i0)
+        nt += np.uint64(pp > p_th)
+    return np.int64(nt)
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
