@@ -52,6 +52,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from brainfly.bench.hardware import hardware_info, hardware_summary  # noqa: E402
 from brainfly.connectome.datasets import load_connectome  # noqa: E402
 from brainfly.engines.base import get_engine, prepare  # noqa: E402
 from brainfly.experiment import Experiment, StimulusSet, builtin_experiment  # noqa: E402
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, str, str, str]] = []
     record: dict[str, Any] = {"python": sys.version.split()[0], "machine": platform.machine(),
-                              "processor": platform.processor()}
+                              "hardware": hardware_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "command": "python benchmarks/bench_event.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     t0 = time.perf_counter()
     net = load_connectome(args.data, progress=False)
     load_s = time.perf_counter() - t0
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("peak memory (RSS)", f"{mem:,.0f} MiB", f"target < 1024 MiB: {'ok' if mem < 1024 else 'MISSED'}", ""))
 
     print()
-    print(f"event engine on {net.label}  (python {record['python']}, {record['machine']})")
+    print(f"event engine on {net.label}; {hardware_summary(record['hardware'])}; python {record['python']}")
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

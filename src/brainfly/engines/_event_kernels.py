@@ -498,7 +498,7 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, p
     bound says so (a branch taken for one event in twenty, at random, cost more than all
     the rest); a neuron may so be queued twice in a step (by two rows), which re-prediction
     skips. A record's low t_bits bits are 2t (one mask, no shift), the rest the weight
-    code. Every instruction here counts (each costs ~0.5 ms per 2M events). (Unsigned
+    code. Every instruction here counts (each costs ~0.1-0.2 ms per 2M events). (Unsigned
     indices: numba then emits no negative-index wraparound.)"""
     one = np.uint64(1)
     tb = np.uint64(t_bits)
