@@ -16,15 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._order import event_order
+
 __all__ = ["SpikeResult", "atomic_write", "merge_results"]
-
-
-def _is_sorted(trial: np.ndarray, step: np.ndarray, idx: np.ndarray) -> bool:
-    """True if spikes are sorted by (trial, step, idx)."""
-    if trial.size < 2:
-        return True
-    dt, ds, di = np.diff(trial), np.diff(step), np.diff(idx.astype(np.int64))
-    return bool(np.all((dt > 0) | ((dt == 0) & ((ds > 0) | ((ds == 0) & (di >= 0))))))
 
 
 def _jsonable(value: Any, key: str = "", max_items: int = 1000) -> Any:
@@ -105,8 +99,8 @@ class SpikeResult:
         t = np.asarray(self.trial, dtype=np.int32)
         i = np.asarray(self.idx, dtype=np.int32)
         s = np.asarray(self.step, dtype=np.int64)
-        if not _is_sorted(t, s, i):  # engines usually return sorted spikes: O(n) check first
-            order = np.lexsort((i, s, t))
+        order = event_order(t, s, i)  # (engines return sorted spikes: an O(n) check)
+        if order is not None:
             t, i, s = t[order], i[order], s[order]
         self.trial, self.idx, self.step = t, i, s
         self.trials = sorted(int(k) for k in self.trials)

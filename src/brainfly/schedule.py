@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._order import event_order
 from .errors import DataError, ValidationError
 
 __all__ = ["InputSchedule", "trial_seed_sequence", "draw_poisson", "combine_digests"]
@@ -49,10 +50,12 @@ class InputSchedule:
         s = np.asarray(self.step, dtype=np.int64)
         if not (t.shape == i.shape == s.shape) or t.ndim != 1:
             raise ValidationError("InputSchedule: trial, idx and step must be 1-D arrays of equal length")
-        order = np.lexsort((i, s, t))
-        object.__setattr__(self, "trial", np.ascontiguousarray(t[order]))
-        object.__setattr__(self, "idx", np.ascontiguousarray(i[order]))
-        object.__setattr__(self, "step", np.ascontiguousarray(s[order]))
+        order = event_order(t, s, i)  # (draw_poisson gives them sorted: an O(n) check)
+        if order is not None:
+            t, i, s = t[order], i[order], s[order]
+        object.__setattr__(self, "trial", np.ascontiguousarray(t))
+        object.__setattr__(self, "idx", np.ascontiguousarray(i))
+        object.__setattr__(self, "step", np.ascontiguousarray(s))
 
     @property
     def n_kicks(self) -> int:
@@ -203,6 +206,7 @@ def draw_poisson(
     out_t, out_i, out_s = [], [], []
     for trial in trials:
         rng = np.random.Generator(np.random.PCG64(trial_seed_sequence(seed, trial)))
+        trial_i, trial_s = [], []
         for neuron, p in zip(idx.tolist(), p_all.tolist()):
             if p <= 0:
                 continue
@@ -217,9 +221,15 @@ def draw_poisson(
                     more = np.cumsum(rng.geometric(p, size=n_draw)) + steps[-1]
                     steps = np.concatenate([steps, more])
                 steps = steps[steps < n_steps]
-            out_t.append(np.full(steps.shape[0], trial, np.int32))
-            out_i.append(np.full(steps.shape[0], neuron, np.int32))
-            out_s.append(steps)
+            trial_i.append(np.full(steps.shape[0], neuron, np.int32))
+            trial_s.append(steps)
+        if trial_s:
+            # the trial's kicks in (step, idx) order, so that the schedule needs no sort
+            t_i, t_s = np.concatenate(trial_i), np.concatenate(trial_s)
+            order = np.lexsort((t_i, t_s))
+            out_t.append(np.full(t_s.shape[0], trial, np.int32))
+            out_i.append(t_i[order])
+            out_s.append(t_s[order])
     if not out_t:
         return InputSchedule(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int64))
     return InputSchedule(np.concatenate(out_t), np.concatenate(out_i), np.concatenate(out_s))

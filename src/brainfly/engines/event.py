@@ -442,7 +442,7 @@ class EventEngine(Engine):
             if kind:
                 runaway.append({"trial": k, "runaway": True, "onset_s": onset * p.dt_s,
                                 "criterion": names.get(kind, str(kind))})
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.empty(0, dt))
+        cat = (lambda xs, dt: np.concatenate(xs).astype(dt, copy=False) if xs else np.empty(0, dt))
         meta = {
             "n_threads": n_threads,
             "n_events": int(counters[0]),
