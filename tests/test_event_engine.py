@@ -336,3 +336,19 @@ def test_put_off_searches_match_oracle(seed, tmp_path):
     recruited = ref.idx >= n_driven  # spikes of neurons that charged up from synaptic input
     assert recruited.sum() > 300 and np.unique(ref.idx[recruited]).size > 30
     assert_same_spikes(res, ref, f"weak inputs {seed}")
+
+
+def test_workspace_arrays_on_aligned_regions():
+    """Large workspace arrays start on a 2 MiB boundary (huge pages where the system has
+    them), zeroed or filled; small ones are ordinary arrays; a fresh workspace is in the
+    kernel's initial state."""
+    from brainfly.engines import _event_kernels as K
+
+    big = K._huge_zeros((70_000, 4), np.int32, -1)
+    assert big.shape == (70_000, 4) and big.dtype == np.int32 and (big == -1).all()
+    assert big.ctypes.data % (2 << 20) == 0 and big.flags.c_contiguous and big.flags.writeable
+    small = K._huge_zeros(100, np.float64)
+    assert small.shape == (100,) and not small.any()
+    ws = K.new_workspace(70_000)
+    assert ws["hot"].ctypes.data % (2 << 20) == 0 and not ws["hot"].any()
+    assert (ws["meta"][:, 0] == 0).all() and (ws["meta"][:, 1:] == -1).all() and (ws["slot_of"] == -1).all()

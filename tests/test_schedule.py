@@ -25,6 +25,21 @@ def test_draws_are_bernoulli_per_step_and_deterministic():
     assert np.array_equal(only1.step, s1.for_trial(1).step)
 
 
+def test_schedule_sorted_by_trial_step_neuron():
+    """Kicks come sorted by (trial, step, idx) however they were given: draws (sorted per
+    trial, in any order of trials) and hand-made schedules alike."""
+    from brainfly._order import event_order
+
+    drawn = draw_poisson(np.array([7, 2, 5]), np.array([300.0, 300.0, 300.0]), 3000, 1e-4, seed=1, trials=[2, 0, 1])
+    assert event_order(drawn.trial, drawn.step, drawn.idx) is None
+    assert drawn.trial[0] == 0 and drawn.trial[-1] == 2 and drawn.n_kicks > 100
+    hand = InputSchedule(np.array([1, 0, 0, 0]), np.array([2, 9, 0, 2]), np.array([5, 9, 9, 1]))
+    assert hand.trial.tolist() == [0, 0, 0, 1] and hand.step.tolist() == [1, 9, 9, 5]
+    assert hand.idx.tolist() == [2, 0, 9, 2]
+    order = event_order(np.array([0, 0]), np.array([3, 3]), np.array([4, 1]))
+    assert order is not None and order.tolist() == [1, 0]
+
+
 def test_file_round_trip_and_errors(tmp_path):
     net = Connectome.from_edges(np.array([11, 22, 33]), [], [], [], name="t")
     s = InputSchedule(np.array([1, 0, 0]), np.array([2, 0, 2]), np.array([5, 9, 1]))
