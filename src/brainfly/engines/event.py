@@ -342,28 +342,39 @@ class EventEngine(Engine):
         done = [0]
         done_lock = threading.Lock()
 
-        def take_ws() -> dict:
-            with pool_lock:
-                if pool:
-                    return pool.pop()
-            return K.new_workspace(n, int(opts["ring_steps"]))
-
-        kick_idx = np.ascontiguousarray(relabel[kicks.idx], dtype=np.int64)
-        kick_step = np.ascontiguousarray(kicks.step, dtype=np.int64)
-
         # the neurons queued in a step, repeats included: up to a row more than all neurons
         # (the kernel drops repeats when it must), and one per kick
         room_touched = 2 * n + 2 + int(np.diff(indptr).max(initial=0))
 
-        def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
-            if ws["step_ptr"].shape[0] < steps + 1:
-                ws["step_ptr"] = K._huge_zeros(steps + 1, np.int64)
+        def ready(ws: dict) -> dict:
+            """The workspace with its buffers sized for this run."""
+            if ws["step_ptr"].shape[0] < n_steps + 1:
+                ws["step_ptr"] = K._huge_zeros(n_steps + 1, np.int64)
             if ws["touched"].shape[0] < room_touched:
                 ws["touched"] = K._huge_zeros(room_touched, np.int64)
             if ws["syn2"].dtype != syn.dtype or ws["syn2"].shape[0] < syn.shape[0]:
                 # the rows of the neurons that spike, targets as slots: at most all of them
-                # (untouched pages cost nothing)
-                ws["syn2"] = K._huge_zeros(syn.shape[0], syn.dtype)
+                # (pages never touched cost nothing)
+                ws["syn2"] = K._huge_zeros(syn.shape[0], syn.dtype, prefault=2 << 20)
+            return ws
+
+        def take_ws() -> dict:
+            with pool_lock:
+                if pool:
+                    return pool.pop()
+            return ready(K.new_workspace(n, int(opts["ring_steps"])))
+
+        # a workspace per thread, sized for this run, before the simulation's clock starts
+        with pool_lock:
+            while len(pool) < n_threads:
+                pool.append(K.new_workspace(n, int(opts["ring_steps"])))
+            for ws in pool:
+                ready(ws)
+
+        kick_idx = np.ascontiguousarray(relabel[kicks.idx], dtype=np.int64)
+        kick_step = np.ascontiguousarray(kicks.step, dtype=np.int64)
+
+        def kernel(ws: dict, lo: int, hi: int, steps: int) -> tuple:
             out = K.run_trial(
                 indptr, syn, wtab, code_bits, rfc, driven, rel_delays, order, inh, kick_idx[lo:hi], kick_step[lo:hi],
                 steps, int(sim.delay_steps), co.v_0, co.v_th, co.v_rst, co.kick,
