@@ -73,7 +73,8 @@ release overwrites it), nor at whether its target was reached before, nor at pen
 predictions (a prediction keeps the (P, Q) it was made from; at its step, different values
 mean input since; input that cancels exactly leaves the state, and so the prediction, as it
 was). Per-neuron bookkeeping that re-prediction needs lives in a one-byte flag per neuron
-(queued, prediction pending, pending entry is a check), small enough to stay in cache.
+(queued by a kick, prediction pending, pending entry is a check, re-predicted in this
+step), small enough to stay in cache.
 
 The state of a trial is kept in *slots*, not by neuron number: a neuron takes the next slot
 when it is first reached, and when a neuron first spikes its row of connections is copied
