@@ -58,7 +58,7 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     (int64, (n, 2)): the slot's connections in ``syn2`` (its row with targets as slots,
     built at the neuron's first spike; ``syn2`` is sized by the caller).
     """
-    hot = _aligned((n_neurons, 2))
+    hot = _huge_zeros((n_neurons, 2), np.float64)  # (2 MiB-aligned: a record never straddles lines)
     meta = _huge_zeros((n_neurons, 4), np.int32, -1)
     meta[:, 0] = 0
     cap_e = 2 * n_neurons + 1024
@@ -245,14 +245,8 @@ def _huge_zeros(shape: tuple[int, ...] | int, dtype: type, fill: float = 0,
     if fill != 0:
         out[...] = fill
     else:
-        buf[off:off + min(nbytes, nbytes if prefault is None else prefault):4096] = 0
+        buf[off:off + (nbytes if prefault is None else min(nbytes, prefault)):4096] = 0
     return out
-
-
-def _aligned(shape: tuple[int, int]) -> np.ndarray:
-    """Zeroed float64 array aligned to 64 bytes (a record never straddles two cache lines),
-    on huge pages where the system has them (see :func:`_huge_zeros`)."""
-    return _huge_zeros(shape, np.float64)
 
 
 @intrinsic
@@ -375,6 +369,20 @@ def _pow(tab, base_log, k):
     return math.exp(base_log * k)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _below_threshold(big_a, cg, x_th, htab, h_per_rho):
+    """True where a free trajectory with g > 0 (``big_a = x + c g``, ``cg = c g``) stays
+    at or below ``x_th``: A is its sup (x(t) < A for all t > 0), and its continuous peak
+    is ``A h(B/A)`` with h decreasing, bounded from above by the table's entry at or below
+    B/A (:func:`peak_table`)."""
+    if big_a <= x_th:
+        return True
+    j = int((cg / big_a) * h_per_rho)
+    if j >= htab.shape[0]:
+        j = htab.shape[0] - 1
+    return big_a * htab[j] < x_th
+
+
 @njit(cache=True, nogil=True)
 def _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, k_end):
     """Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` iterated from (v, g)
@@ -412,17 +420,8 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
         return -1
     x = v - v0
     x_th = v_th - v0
-    if g > 0.0 and not bounded:
-        big_a = x + c * g  # sup of the trajectory (x(t) < A for all t > 0)
-        if big_a <= x_th:
-            return -1
-        # tabulated continuous peak: max_t x(t) = A h(B/A), h decreasing; the table
-        # entry at or below B/A bounds it from above
-        j = int((c * g / big_a) * h_per_rho)
-        if j >= htab.shape[0]:
-            j = htab.shape[0] - 1
-        if big_a * htab[j] < x_th:
-            return -1
+    if g > 0.0 and not bounded and _below_threshold(x + c * g, c * g, x_th, htab, h_per_rho):
+        return -1
     k = _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, min(k_max, SCAN_STEPS))
     if k != 0:
         return k
@@ -537,12 +536,16 @@ def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, 
     return found
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
 def _update(syn, wtab, hot, k, tmask, tb, ca, cb):
-    """One event of :func:`_deliver` without its queue step: returns the target's new P."""
+    """One event, record ``syn[k]``, without its queue step: the target's P and Q move
+    by its weight times (*ca*, *cb*); returns the target's new P and its record offset.
+    (Inlined by numba: as a call it cost the event engine ~10%, like
+    :func:`_below_threshold`.)"""
     v = np.uint64(syn[k])
-    pp, qq = _add_pair(hot, v & tmask, wtab[v >> tb], ca, cb)
-    return pp
+    i0 = v & tmask
+    pp, qq = _add_pair(hot, i0, wtab[v >> tb], ca, cb)
+    return pp, i0
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="never")
@@ -557,8 +560,9 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, p
     more entries. Branch-free: every target is written and the length advances where the
     bound says so (a branch taken for one event in twenty, at random, cost more than all
     the rest); a neuron may so be queued twice in a step (by two rows), which re-prediction
-    skips. In blocks of eight events the queue step is one compress-store (:func:`_queue8`). A record's low t_bits bits are 2t (one mask, no shift), the rest the weight
-    code. Every instruction here counts (each costs ~0.1-0.2 ms per 2M events). (Unsigned
+    skips. In blocks of eight events the queue step is one compress-store
+    (:func:`_queue8`). A record's low t_bits bits are 2t (one mask, no shift), the rest the
+    weight code. Every instruction here counts (each costs ~0.1-0.2 ms per 2M events). (Unsigned
     indices: numba then emits no negative-index wraparound.)"""
     one = np.uint64(1)
     tb = np.uint64(t_bits)
@@ -572,32 +576,26 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, p
     # ahead, then for the last ones of the row
     while kk < mid:
         _prefetch(hot, np.uint64(syn[kk + ahead]) & tmask)
-        v = np.uint64(syn[kk])
-        i0 = v & tmask
-        w = wtab[v >> tb]
+        pp, i0 = _update(syn, wtab, hot, kk, tmask, tb, ca, cb)
         kk += one
-        pp, qq = _add_pair(hot, i0, w, ca, cb)
         touched[nt] = np.int64(i0)
         nt += np.uint64(pp > p_th)
     # blocks of eight: the updates one by one (a target may repeat), the queue step at once
     eight = np.uint64(8)
     while kk + eight <= hi:
-        p0 = _update(syn, wtab, hot, kk, tmask, tb, ca, cb)
-        p1 = _update(syn, wtab, hot, kk + np.uint64(1), tmask, tb, ca, cb)
-        p2 = _update(syn, wtab, hot, kk + np.uint64(2), tmask, tb, ca, cb)
-        p3 = _update(syn, wtab, hot, kk + np.uint64(3), tmask, tb, ca, cb)
-        p4 = _update(syn, wtab, hot, kk + np.uint64(4), tmask, tb, ca, cb)
-        p5 = _update(syn, wtab, hot, kk + np.uint64(5), tmask, tb, ca, cb)
-        p6 = _update(syn, wtab, hot, kk + np.uint64(6), tmask, tb, ca, cb)
-        p7 = _update(syn, wtab, hot, kk + np.uint64(7), tmask, tb, ca, cb)
+        p0, _ = _update(syn, wtab, hot, kk, tmask, tb, ca, cb)
+        p1, _ = _update(syn, wtab, hot, kk + np.uint64(1), tmask, tb, ca, cb)
+        p2, _ = _update(syn, wtab, hot, kk + np.uint64(2), tmask, tb, ca, cb)
+        p3, _ = _update(syn, wtab, hot, kk + np.uint64(3), tmask, tb, ca, cb)
+        p4, _ = _update(syn, wtab, hot, kk + np.uint64(4), tmask, tb, ca, cb)
+        p5, _ = _update(syn, wtab, hot, kk + np.uint64(5), tmask, tb, ca, cb)
+        p6, _ = _update(syn, wtab, hot, kk + np.uint64(6), tmask, tb, ca, cb)
+        p7, _ = _update(syn, wtab, hot, kk + np.uint64(7), tmask, tb, ca, cb)
         nt = _queue8(touched, nt, syn, kk, tmask, p_th, p0, p1, p2, p3, p4, p5, p6, p7)
         kk += eight
     while kk < hi:
-        v = np.uint64(syn[kk])
-        i0 = v & tmask
-        w = wtab[v >> tb]
+        pp, i0 = _update(syn, wtab, hot, kk, tmask, tb, ca, cb)
         kk += one
-        pp, qq = _add_pair(hot, i0, w, ca, cb)
         touched[nt] = np.int64(i0)
         nt += np.uint64(pp > p_th)
     return np.int64(nt)
@@ -634,17 +632,11 @@ def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb, prefetch):
     mid = np.uint64(max(k0, k1 - PREFETCH_AHEAD) if prefetch else k0)
     while kk < mid:
         _prefetch(hot, np.uint64(syn[kk + ahead]) & tmask)
-        v = np.uint64(syn[kk])
-        i0 = v & tmask
-        w = wtab[v >> tb]
+        _update(syn, wtab, hot, kk, tmask, tb, ca, cb)
         kk += one
-        _add_pair(hot, i0, w, ca, cb)
     while kk < hi:
-        v = np.uint64(syn[kk])
-        i0 = v & tmask
-        w = wtab[v >> tb]
+        _update(syn, wtab, hot, kk, tmask, tb, ca, cb)
         kk += one
-        _add_pair(hot, i0, w, ca, cb)
 
 
 @njit(cache=True, nogil=True)
@@ -668,12 +660,7 @@ def _bound_ahead(big_a, cg, x_th, htab, h_per_rho, slope, k_max):
     :func:`_first_crossing`) at or below threshold); k >= LAZY_MIN where none can come in
     the next k + 1 steps (:func:`_steps_before_crossing`): a check may wait k steps; else 0
     (search now)."""
-    if big_a <= x_th:
-        return -1
-    j = int((cg / big_a) * h_per_rho)
-    if j >= htab.shape[0]:
-        j = htab.shape[0] - 1
-    if big_a * htab[j] < x_th:
+    if _below_threshold(big_a, cg, x_th, htab, h_per_rho):
         return -1
     kl = _steps_before_crossing(big_a - cg, cg, x_th, slope, k_max)
     return kl if kl >= LAZY_MIN else 0
