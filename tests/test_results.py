@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainfly.results import SpikeResult, atomic_write, merge_results
+from brainfly._io import atomic_write
+from brainfly.results import SpikeResult, merge_results
 
 
 def make(trials=(0, 1)):

@@ -7,6 +7,6 @@ Data flows one way: files -> :class:`~brainfly.connectome.Connectome` ->
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__"]

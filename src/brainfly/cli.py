@@ -150,7 +150,8 @@ def run_experiment(engine_name: str, connectome: Any, experiment: Any, out: Path
     The parts are merged into *out* at the end and removed.
     """
     from .engines import get_engine
-    from .results import SpikeResult, atomic_write, merge_results
+    from ._io import atomic_write
+    from .results import SpikeResult, merge_results
 
     options = dict(engine_options or {})
     engine = get_engine(engine_name, **options)
@@ -253,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = _names(connectome)
     stimulated = _stimulated_idx(connectome, experiment)
     rates_path = out.with_name(out.stem + "_rates.csv")
-    from .results import atomic_write
+    from ._io import atomic_write
 
     rates = result.rates(names)
     atomic_write(rates_path, lambda tmp: rates.to_csv(tmp, index=False))

@@ -772,7 +772,7 @@ def comparison_document(comparisons: Iterable[Comparison], missing: Iterable[dic
 
 def write_comparison_json(path: str | Path, document: dict[str, Any]) -> Path:
     """Write the comparison document atomically (folders created)."""
-    from .results import atomic_write
+    from ._io import atomic_write
 
     text = json.dumps(document, indent=2, sort_keys=False)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))

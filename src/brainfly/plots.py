@@ -25,7 +25,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from .results import atomic_write
+    from ._io import atomic_write
 
     path = Path(path)
     plt = _pyplot()

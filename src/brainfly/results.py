@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import json
-import os
 from pathlib import Path
-import tempfile
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from ._io import atomic_write
 from ._order import event_order
 
-__all__ = ["SpikeResult", "atomic_write", "merge_results"]
+__all__ = ["SpikeResult", "merge_results"]
 
 
 def _jsonable(value: Any, key: str = "", max_items: int = 1000) -> Any:
@@ -38,25 +37,6 @@ def _jsonable(value: Any, key: str = "", max_items: int = 1000) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp_path)`` then atomically rename onto *path* (folders created).
-
-    A crash leaves either the old file or the new one, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-    return path
 
 
 @dataclass

@@ -120,7 +120,7 @@ class InputSchedule:
 
     def write(self, path: str | Path, flywire_ids: np.ndarray) -> Path:
         """Write as parquet (or CSV if the suffix is .csv), atomically."""
-        from .results import atomic_write
+        from ._io import atomic_write
 
         path = Path(path)
         frame = self.to_frame(flywire_ids)

@@ -280,7 +280,7 @@ def upsert_row(csv_path: str | Path, row: dict[str, Any]) -> bool:
     A ``skipped`` row does not replace an ``ok`` row (a machine without the engine has
     measured nothing). Returns whether the file changed.
     """
-    from ..results import atomic_write
+    from .._io import atomic_write
 
     csv_path = Path(csv_path)
     rows, columns = _read_rows(csv_path)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..results import atomic_write
+from .._io import atomic_write
 from .files import sha256_file
 
 __all__ = [

@@ -35,7 +35,7 @@ from ..errors import ChecksumError, DataError, DataNotFoundError, DownloadError,
 from .cache import cache_dir, csr_key, downloads_dir, file_sha256, load_csr, save_csr
 from .download import REMOTE_DATASETS, download_dataset, is_downloadable, manual_download_hint
 from .files import SourceFiles, check_pinned, find_source_files, read_connectivity, read_neuron_list
-from .network import Connectome
+from .network import Connectome, files_digest
 
 __all__ = [
     "DATA_ENV",
@@ -342,7 +342,7 @@ def load_folder(
     if synthetic and folder_meta:
         meta["generator"] = folder_meta
     net = Connectome(arrays["flywire_ids"], arrays["indptr"], arrays["post_idx"], arrays["weight"],
-                     name=name, synthetic=bool(synthetic), meta=meta)
+                     name=name, synthetic=bool(synthetic), meta=meta, digest=files_digest(*digests))
     if cache_state == "miss":
         net.validate_arrays()
     if annotations:

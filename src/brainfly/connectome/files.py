@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._io import sha256_file
 from ..errors import ChecksumError, DataError, DataNotFoundError
 
 __all__ = [
@@ -115,18 +116,6 @@ _COMPLETENESS_RE = re.compile(r"completeness.*\.csv$", re.IGNORECASE)
 _CONNECTIVITY_RE = re.compile(r"connectivity.*\.parquet$", re.IGNORECASE)
 _VERSION_RE = re.compile(r"(?<!\d)(\d{3})(?!\d)")
 _BATCH_ROWS = 1 << 21
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes (read in chunks; about 0.2 s per 100 MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk_bytes)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_version(path: str | Path) -> str | None:

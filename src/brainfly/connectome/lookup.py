@@ -227,7 +227,7 @@ def attach_annotations(connectome: Any, dirs: Iterable[str | Path] | None = None
     pandas.DataFrame or None
         The table now in ``connectome.annotations`` (None when no file was found).
     """
-    from ..results import atomic_write
+    from .._io import atomic_write
     from .cache import cache_dir, csr_key, file_sha256
 
     version = connectome.meta.get("version")

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnknownNeuronError
+from .._io import digest_arrays, digest_text
+from ..errors import DataError, UnknownNeuronError
 
-__all__ = ["Connectome"]
+__all__ = ["Connectome", "files_digest"]
 
 
 @dataclass(eq=False)
@@ -42,6 +43,16 @@ class Connectome:
         Optional per-neuron table indexed by flywire_id (cell type, class, ...).
     meta : dict
         Provenance: source files and their SHA-256, generator seed, ...
+    digest : str, optional
+        Content digest (hex SHA-256). Loaders pass one derived from the source files'
+        checksums; otherwise it is computed from the arrays on first use.
+
+    Notes
+    -----
+    A Connectome is immutable: its four arrays are made read-only (an array that does not
+    own its memory is copied first) and cannot be replaced, so that :attr:`digest`, the
+    key of every engine cache, always describes the network. To change weights, build a
+    new Connectome (:meth:`with_weights`).
     """
 
     flywire_ids: np.ndarray
@@ -51,8 +62,58 @@ class Connectome:
     name: str = "unnamed"
     synthetic: bool = False
     annotations: Any = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    digest: str | None = field(default=None, repr=False)
     _id_to_idx: dict[int, int] | None = field(default=None, repr=False)
+
+    _ARRAYS = ("flywire_ids", "indptr", "post_idx", "weight")
+
+    def __post_init__(self) -> None:
+        for name, dtype in zip(self._ARRAYS, (np.int64, np.int64, np.int32, np.float64)):
+            arr = np.asarray(getattr(self, name))
+            if arr.dtype != dtype:
+                arr = arr.astype(dtype)
+            if not (arr.flags.owndata and arr.flags.c_contiguous):
+                arr = np.array(arr, dtype=dtype, order="C")  # a view could be changed through its base
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        self.__dict__["_frozen"] = True
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in self._ARRAYS + ("digest",) and self.__dict__.get("_frozen"):
+            raise AttributeError(f"Connectome.{key} cannot be replaced: a Connectome is immutable "
+                                 "(build a new one, e.g. with Connectome.with_weights)")
+        object.__setattr__(self, key, value)
+
+    def __repr__(self) -> str:
+        return (f"<Connectome {self.label}: {self.n_neurons:,} neurons, {self.n_connections:,} connections, "
+                f"digest {self.content_digest[:12]}>")
+
+    @property
+    def content_digest(self) -> str:
+        """Hex SHA-256 that identifies this network's content (computed once).
+
+        From the source files' checksums when loaded from files, else from the arrays.
+        Every engine cache keys on it.
+        """
+        if self.digest is None:
+            self.__dict__["digest"] = digest_arrays((getattr(self, n) for n in self._ARRAYS), tag="brainfly-connectome")
+        return self.digest  # type: ignore[return-value]
+
+    def with_weights(self, weight: Any, **changes: Any) -> "Connectome":
+        """A new connectome with the same neurons and connections and other signed counts.
+
+        Parameters
+        ----------
+        weight : array-like of float, shape (n_connections,)
+            Signed synapse counts in CSR order.
+        """
+        w = np.array(weight, dtype=np.float64)
+        if w.shape != self.weight.shape:
+            raise DataError(f"Connectome.with_weights: needs {self.n_connections} weights (got shape {w.shape})")
+        kwargs = dict(name=self.name, synthetic=self.synthetic, annotations=self.annotations, meta=dict(self.meta))
+        kwargs.update(changes)
+        return type(self)(self.flywire_ids, self.indptr, self.post_idx, w, **kwargs)
 
     # ---------------------------------------------------------------- sizes
     @property
@@ -113,8 +174,6 @@ class Connectome:
 
     def validate_arrays(self) -> None:
         """Check CSR structure (used by loaders and the generator; raises DataError)."""
-        from ..errors import DataError
-
         n = self.n_neurons
         if self.indptr.shape != (n + 1,) or self.indptr[0] != 0 or self.indptr[-1] != self.post_idx.shape[0]:
             raise DataError(f"connectome {self.name}: CSR row pointer is inconsistent with {n} neurons")
@@ -152,6 +211,11 @@ class Connectome:
         counts = np.bincount(pre, minlength=fids.shape[0]) if pre.size else np.zeros(fids.shape[0], np.int64)
         indptr = np.zeros(fids.shape[0] + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        net = cls(fids, indptr, np.ascontiguousarray(post[order]), np.ascontiguousarray(w[order]), **kwargs)
+        net = cls(fids, indptr, post[order], w[order], **kwargs)
         net.validate_arrays()
         return net
+
+
+def files_digest(*sha256: str) -> str:
+    """Connectome digest of a network read from source files with these SHA-256 digests."""
+    return digest_text("brainfly-connectome-files", *sha256)

@@ -1,39 +1,64 @@
 """The engine contract, stated once.
 
-An engine is a class registered with :func:`register_engine` that has
+An engine is a subclass of :class:`Engine` that declares
 
-- ``name`` (str) and ``capabilities`` (frozenset of :data:`CAPABILITIES`),
-- ``exact`` (bool): claims spike-for-spike identity with Brian2 given the same schedule,
-- ``is_available() -> (ok, reason)``: probes its library/hardware by trying,
-- ``validate(sim)``: raises :class:`~brainfly.errors.UnsupportedFeature` before any work,
-- ``simulate(sim, trials, progress) -> SpikeResult``: the actual run.
+- ``name`` (str), ``description`` (str) and ``capabilities`` (frozenset of :data:`CAPABILITIES`);
+- ``exact`` (bool): claims spike-for-spike identity with Brian2 given the same input schedule;
+- ``Options``: a frozen dataclass of its options with defaults (subclass of
+  :class:`EngineOptions`), validated once by :func:`get_engine`: an unknown option is a
+  one-line error listing the valid ones, a bad value names the option and what it expects;
+- ``is_available() -> (ok, reason)`` on the instance (the options may ask for a device
+  that is missing) and ``devices() -> {device: (ok, reason)}``, probed by trying;
+- ``validate(sim)``: raises :class:`~brainfly.errors.UnsupportedFeature` before any work;
+- ``simulate(sim, trials, progress) -> EngineOutput``: the spikes of the trials plus a
+  :class:`RunRecord` (timings setup / build / simulate, versions, device, choices made for
+  the user, engine-specific details).
 
-Callers use :meth:`Engine.run` (validate, prepare, simulate) with a connectome and an
-experiment. Engines receive a :class:`SimulationInput`: everything resolved to model
-indices, steps and volts, prepared once here so no engine re-derives it.
+The base class does the rest once for every engine: :meth:`Engine.run` (availability,
+:func:`prepare`, validation, simulation, and the :class:`~brainfly.results.SpikeResult`
+whose ``meta`` has one layout for all engines, see :meth:`Engine.run`) and
+:meth:`Engine.run_many` (several conditions on one connectome: a loop here; engines with
+the ``batch`` capability override it). Engines receive a :class:`SimulationInput`:
+everything resolved to model indices, steps and volts, prepared once here so no engine
+re-derives it.
+
+Engines are found by name in a registry: the built-in ones and any that another package
+declares in the entry-point group ``brainfly.engines`` (``name = "module:Class"``) are
+imported on first use; :func:`register_engine` adds a class directly.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 import importlib
+from importlib import metadata as _metadata
 import logging
-from typing import Any, Callable, ClassVar, Iterable
+import math
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import EngineUnavailable, UnknownEngineError, UnsupportedFeature, suggest
+from .._version import __version__
+from ..errors import EngineUnavailable, UnknownEngineError, UnsupportedFeature, ValidationError, suggest
 from ..experiment import Experiment, ResolvedExperiment
 from ..params import ModelParams, StepCoefficients
+from ..results import SpikeResult
 from ..schedule import InputSchedule, combine_digests, draw_poisson
 
 __all__ = [
     "CAPABILITIES",
     "SimulationInput",
+    "EngineOptions",
+    "RunRecord",
+    "EngineOutput",
     "Engine",
     "register_engine",
     "get_engine",
+    "engine_class",
+    "engines_with",
+    "ENTRY_POINT_GROUP",
+    "BUILTIN_ENGINES",
     "engine_names",
     "available_engines",
     "prepare",
@@ -50,6 +75,7 @@ CAPABILITIES = frozenset({
     "silencing_both",   # both-ways silencing
     "multi_rate",       # several stimulus sets with different rates
     "float64",          # computes in float64
+    "batch",            # run_many runs several conditions together (not one after another)
 })
 
 ProgressCallback = Callable[[int, int], None]  # (trials done, trials total)
@@ -157,8 +183,6 @@ def prepare(connectome: Any, experiment: Experiment) -> SimulationInput:
         schedule.check(experiment.n_trials, experiment.n_steps, owner=f"input schedule {experiment.input_schedule}")
         activated = schedule.activated_idx
         if resolved.silenced_idx.size and np.isin(activated, resolved.silenced_idx).any():
-            from ..errors import ValidationError
-
             raise ValidationError("input schedule: kicks neurons that are also silenced; remove them from one")
         rates = np.full(activated.shape[0], np.nan)
     else:
@@ -182,28 +206,160 @@ def prepare(connectome: Any, experiment: Experiment) -> SimulationInput:
     )
 
 
+# -------------------------------------------------------------------- options and records
+@dataclass(frozen=True)
+class EngineOptions:
+    """Options of an engine: each engine subclasses this with its own fields and defaults.
+
+    Subclasses check their values in ``__post_init__`` with :meth:`_check`, so that an
+    instance always holds valid options.
+    """
+
+    #: Name of the engine these options belong to (set by :func:`register_engine`).
+    engine: ClassVar[str] = "engine"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "EngineOptions":
+        """Build from a plain mapping, refusing unknown names with the list of valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValidationError(
+                f"engine {cls.engine!r}: unknown option(s) {unknown}; valid options are "
+                f"{valid if valid else 'none'}.{suggest(unknown[0], valid) if valid else ''}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-compatible), saved in every result's ``meta``."""
+        return asdict(self)
+
+    def _check(self, key: str, ok: bool, expected: str) -> None:
+        """Raise ``ValidationError`` naming the option, what it got and what it expects."""
+        if not ok:
+            raise ValidationError(
+                f"engine {self.engine!r} option {key}: must be {expected} (got {getattr(self, key)!r})")
+
+    @staticmethod
+    def is_int(value: Any, minimum: int | None = None) -> bool:
+        """True for an integer (not a bool) of at least *minimum*."""
+        return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                and (minimum is None or value >= minimum))
+
+    @staticmethod
+    def is_number(value: Any, minimum: float | None = None) -> bool:
+        """True for a finite real number (not a bool) of at least *minimum*."""
+        return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+                and math.isfinite(value) and (minimum is None or value >= minimum))
+
+
+@dataclass
+class RunRecord:
+    """What an engine reports about one simulation besides the spikes.
+
+    Attributes
+    ----------
+    setup_s : float
+        Seconds preparing inputs, tables and data structures (and assembling the output).
+    build_s : float
+        Seconds compiling code (0 when nothing was compiled in this run).
+    sim_s : float
+        Seconds of the simulation itself.
+    device : str
+        Where it ran (``cpu``, ``cuda:0``, ...).
+    versions : dict of str
+        Versions of the libraries the engine used (``numba``, ``torch``, ``brian2``, ...).
+    choices : list of str
+        Choices made for the user (fallbacks, defaults derived from the machine); each is
+        logged once and kept in the result.
+    details : dict
+        Engine-specific facts kept in the result's ``meta`` under their own keys
+        (runaway detection, propagation front, event counts, ...).
+    """
+
+    setup_s: float = 0.0
+    build_s: float = 0.0
+    sim_s: float = 0.0
+    device: str = "cpu"
+    versions: dict[str, str] = field(default_factory=dict)
+    choices: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """``{"setup_s", "build_s", "sim_s"}``."""
+        return {"setup_s": float(self.setup_s), "build_s": float(self.build_s), "sim_s": float(self.sim_s)}
+
+
+@dataclass
+class EngineOutput:
+    """What :meth:`Engine.simulate` returns: spikes ``(trial, idx, step)`` and the run record.
+
+    Attributes
+    ----------
+    trial, idx : int arrays, shape (n_spikes,)
+        Trial number and model index of each spike.
+    step : int64 array, shape (n_spikes,)
+        Time step of each spike (``t = step * dt``).
+    record : RunRecord
+    """
+
+    trial: np.ndarray
+    idx: np.ndarray
+    step: np.ndarray
+    record: RunRecord
+
+
+# -------------------------------------------------------------------- the engine
 class Engine(ABC):
-    """Base class of all engines; see the module docstring for the contract."""
+    """Base class of all engines; see the module docstring for the contract.
+
+    Parameters
+    ----------
+    options : EngineOptions, optional
+        An instance of the engine's ``Options``; or give the options as keywords.
+    **kwargs
+        Options by name (validated by ``Options``).
+    """
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset()
     exact: ClassVar[bool] = False
     description: ClassVar[str] = ""
-    #: Trials the CLI hands to one ``run`` call (each chunk is written to disk before the
-    #: next starts, so an interrupted run resumes): small for slow engines, large for
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
+    #: Trials the runner hands to one ``run`` call (each chunk is written to disk before
+    #: the next starts, so an interrupted run resumes): small for slow engines, large for
     #: engines that batch trials (a GPU batch wants all of them at once).
     trials_per_chunk: ClassVar[int] = 8
     #: Engines of one family draw identical input of their own for the same seed (Brian2's
     #: runtime and standalone modes): their input fingerprints agree, so identity is expected.
     input_family: ClassVar[str] = ""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, options: EngineOptions | None = None, **kwargs: Any) -> None:
+        if options is not None and kwargs:
+            raise TypeError(f"engine {self.name!r}: give an Options instance or keywords, not both")
+        if options is None:
+            options = self.Options.from_mapping(kwargs)
+        elif not isinstance(options, self.Options):
+            raise ValidationError(f"engine {self.name!r}: options must be a {self.Options.__name__} "
+                                  f"(got {type(options).__name__})")
         self.options = options
 
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        """(True, "") if the engine can run here, else (False, reason). Probes by trying."""
+    def __repr__(self) -> str:
+        changed = {f.name: getattr(self.options, f.name) for f in fields(self.options)
+                   if getattr(self.options, f.name) != f.default}
+        return f"<engine {self.name}" + (f" {changed}" if changed else "") + ">"
+
+    def is_available(self) -> tuple[bool, str]:
+        """(True, "") if the engine can run here with these options, else (False, reason)."""
         return True, ""
+
+    def devices(self) -> dict[str, tuple[bool, str]]:
+        """Each device the engine can use -> (available here, reason if not)."""
+        return {"cpu": self.is_available()}
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the libraries the engine runs on (recorded with every result)."""
+        return {}
 
     def validate(self, sim: SimulationInput) -> None:
         """Raise UnsupportedFeature if this engine cannot run *sim* as asked."""
@@ -220,42 +376,100 @@ class Engine(ABC):
         if missing:
             raise UnsupportedFeature(
                 f"engine {self.name!r} does not support {sorted(missing)} needed by experiment "
-                f"{sim.experiment.name!r}; engines that do: "
-                f"{[n for n in engine_names() if missing <= set(_REGISTRY[n].capabilities)]}"
+                f"{sim.experiment.name!r}; engines that do: {engines_with(missing)}"
             )
 
     @abstractmethod
     def simulate(self, sim: SimulationInput, trials: list[int],
-                 progress: ProgressCallback | None = None) -> "SpikeResult":  # noqa: F821
-        """Run the given trials of *sim* and return their spikes."""
+                 progress: ProgressCallback | None = None) -> EngineOutput:
+        """Run the given trials of *sim*; return their spikes and the run record."""
 
-    def run(self, connectome: Any, experiment: Experiment, *, trials: list[int] | None = None,
-            progress: ProgressCallback | None = None) -> "SpikeResult":  # noqa: F821
-        """Validate, prepare and simulate; returns a :class:`~brainfly.results.SpikeResult`.
-
-        Parameters
-        ----------
-        trials : list of int, optional
-            Subset of trials to run (default all); used to resume interrupted runs.
-        """
+    def check_available(self) -> None:
+        """Raise :class:`~brainfly.errors.EngineUnavailable` with the reason when it cannot run here."""
         ok, reason = self.is_available()
         if not ok:
             raise EngineUnavailable(f"engine {self.name!r} cannot run here: {reason}")
+
+    def run(self, connectome: Any, experiment: Experiment, *, trials: Sequence[int] | None = None,
+            progress: ProgressCallback | None = None) -> SpikeResult:
+        """Validate, prepare and simulate; returns a :class:`~brainfly.results.SpikeResult`.
+
+        The result's ``meta`` has the same layout for every engine: ``engine_options``,
+        ``exact``, ``device``, ``versions``, ``timings`` (``setup_s``, ``build_s``,
+        ``sim_s``), ``choices``, ``input`` (see :func:`record_input`), then the engine's
+        own ``details``. (:func:`brainfly.run` adds the experiment, the connectome and the
+        wall time.)
+
+        Parameters
+        ----------
+        trials : sequence of int, optional
+            Subset of trials to run (default all); used to resume interrupted runs.
+        """
+        self.check_available()
         sim = prepare(connectome, experiment)
         self.validate(sim)
-        result = self.simulate(sim, list(range(experiment.n_trials)) if trials is None else list(trials), progress)
-        result.meta = dict(result.meta)
+        trial_list = list(range(experiment.n_trials)) if trials is None else [int(k) for k in trials]
+        return self.result(sim, trial_list, self.simulate(sim, trial_list, progress))
+
+    def run_many(self, connectome: Any, experiments: Sequence[Experiment], *,
+                 progress: ProgressCallback | None = None) -> list[SpikeResult]:
+        """Run several conditions (experiments) on one connectome, all trials of each.
+
+        The base class runs them one after another; engines with the ``batch`` capability
+        run them together (threads, one GPU batch). Every condition is validated before
+        any runs. *progress* counts trials over all conditions.
+        """
+        self.check_available()
+        sims = [prepare(connectome, e) for e in experiments]
+        for sim in sims:
+            self.validate(sim)
+        total = sum(e.n_trials for e in experiments)
+        done = 0
+        results = []
+        for sim in sims:
+            trials = list(range(sim.n_trials))
+
+            def sub(k: int, n: int, base: int = done) -> None:
+                if progress is not None:
+                    progress(base + k, total)
+
+            results.append(self.result(sim, trials, self.simulate(sim, trials, sub)))
+            done += sim.n_trials
+        return results
+
+    def result(self, sim: SimulationInput, trials: list[int], out: EngineOutput) -> SpikeResult:
+        """The :class:`~brainfly.results.SpikeResult` of one simulation, ``meta`` in the common layout."""
+        rec = out.record
+        for choice in rec.choices:
+            log.info("engine %s: %s", self.name, choice)
+        meta: dict[str, Any] = {
+            "engine_options": self.options.to_dict(),
+            "exact": bool(self.exact),
+            "device": rec.device,
+            "versions": {"brainfly": __version__, **self.versions(), **rec.versions},
+            "timings": rec.timings,
+            "choices": list(rec.choices),
+        }
+        for key, value in rec.details.items():
+            meta.setdefault(key, value)
+        c = sim.connectome
+        result = SpikeResult(
+            out.trial, out.idx, out.step, np.asarray(c.flywire_ids, dtype=np.int64), trials, sim.n_steps,
+            sim.params.dt_s, sim.experiment.name, engine=self.name, connectome_label=c.label,
+            synthetic=bool(c.synthetic), meta=meta,
+        )
         record_input(result, sim, self.input_family or self.name)
         return result
 
 
-def record_input(result: "SpikeResult", sim: SimulationInput, engine_name: str) -> None:  # noqa: F821
+def record_input(result: SpikeResult, sim: SimulationInput, engine_name: str) -> None:  # noqa: F821
     """Write which input drove *result* into ``meta["input"]`` (and per-trial digests).
 
     Engines that took their kicks from :meth:`SimulationInput.kicks` (explicit schedule
     or brainfly's shared draws) get ``kicks:<digest>``, equal for equal input whatever
-    the engine; an engine that drew its own input (Brian2's PoissonInput) gets a label
-    no other engine shares, so no spike identity is expected from it.
+    the engine; an engine that drew its own input (Brian2's PoissonInput) says so in
+    ``details["input"]`` and gets a label no other engine shares, so no spike identity
+    is expected from it.
     """
     said = result.meta.get("input")
     how = said if isinstance(said, str) and ":" not in said else None  # e.g. "PoissonInput", "schedule"
@@ -271,9 +485,17 @@ def record_input(result: "SpikeResult", sim: SimulationInput, engine_name: str) 
 
 
 # -------------------------------------------------------------------- registry
+#: Group of the entry points through which other packages add engines (``name = "module:Class"``).
+ENTRY_POINT_GROUP = "brainfly.engines"
+#: The engines that ship with brainfly (imported on first use).
+BUILTIN_ENGINES: dict[str, str] = {
+    "event": "brainfly.engines.event:EventEngine",
+    "torch": "brainfly.engines.torch:TorchEngine",
+    "brian2": "brainfly.engines.brian2_engine:Brian2Engine",
+    "brian2-standalone": "brainfly.engines.brian2_engine:Brian2StandaloneEngine",
+}
 _REGISTRY: dict[str, type[Engine]] = {}
-#: Modules that register the built-in engines (imported lazily on first lookup).
-_BUILTIN_MODULES = ("event", "torch_engine", "brian2_engine", "brian2cuda_engine", "nest_engine")
+_FAILED: dict[str, str] = {}  # engines whose module could not be imported -> why
 
 
 def register_engine(cls: type[Engine]) -> type[Engine]:
@@ -283,44 +505,99 @@ def register_engine(cls: type[Engine]) -> type[Engine]:
     unknown = set(cls.capabilities) - CAPABILITIES
     if unknown:
         raise TypeError(f"{cls.__name__}: unknown capabilities {sorted(unknown)}")
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, EngineOptions)):
+        raise TypeError(f"{cls.__name__}.Options must subclass EngineOptions")
+    if "engine" not in cls.Options.__dict__:
+        cls.Options.engine = cls.name
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def _load_builtins() -> None:
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"brainfly.engines.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"brainfly.engines.{mod}":
-                raise
+def _declared() -> dict[str, str]:
+    """name -> "module:Class" of every engine declared (built-in, then entry points)."""
+    table = dict(BUILTIN_ENGINES)
+    try:
+        for ep in _metadata.entry_points(group=ENTRY_POINT_GROUP):
+            table.setdefault(ep.name, ep.value)
+    except Exception as exc:  # noqa: BLE001 - broken metadata of another package must not stop brainfly
+        log.debug("cannot read the %s entry points: %s", ENTRY_POINT_GROUP, exc)
+    return table
+
+
+def _load(name: str, target: str) -> type[Engine] | None:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    module, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # noqa: BLE001 - a third-party engine that fails to import is reported, not fatal
+        _FAILED[name] = f"cannot import {target} ({type(exc).__name__}: {exc})"
+        log.debug("engine %s: %s", name, _FAILED[name])
+        return None
+    if cls.name != name:
+        _FAILED[name] = f"{target} declares name {cls.name!r}, not {name!r}"
+        return None
+    return _REGISTRY.get(name) or register_engine(cls)
 
 
 def engine_names() -> list[str]:
-    """Names of all registered engines (available here or not)."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    """Names of all registered and declared engines (available here or not)."""
+    return sorted(set(_REGISTRY) | set(_declared()))
 
 
-def get_engine(name: str, **options: Any) -> Engine:
-    """Instantiate the engine registered as *name*.
+def engine_class(name: str) -> type[Engine]:
+    """The class registered or declared as *name* (imported on first use).
 
     Raises
     ------
     UnknownEngineError
-        Listing the registered engines and close matches.
+        Listing the engines and close matches, or why a declared engine cannot be imported.
     """
-    _load_builtins()
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise UnknownEngineError(
-            f"unknown engine {name!r}; registered engines are {sorted(_REGISTRY)}.{suggest(name, _REGISTRY)}"
-        ) from None
-    return cls(**options)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    declared = _declared()
+    if name in declared:
+        cls = _load(name, declared[name])
+        if cls is not None:
+            return cls
+        raise UnknownEngineError(f"engine {name!r} is declared but cannot be loaded: {_FAILED[name]}")
+    names = engine_names()
+    raise UnknownEngineError(f"unknown engine {name!r}; engines are {names}.{suggest(name, names)}")
+
+
+def get_engine(name: str, **options: Any) -> Engine:
+    """Instantiate the engine *name* with validated options.
+
+    Raises
+    ------
+    UnknownEngineError
+        Listing the engines and close matches.
+    ValidationError
+        For an unknown option (listing the valid ones) or a bad value.
+    """
+    return engine_class(name)(**options)
+
+
+def engines_with(capabilities: Iterable[str]) -> list[str]:
+    """Names of the engines that have all of *capabilities*."""
+    need = set(capabilities)
+    out = []
+    for n in engine_names():
+        try:
+            cls = engine_class(n)
+        except UnknownEngineError:
+            continue
+        if need <= set(cls.capabilities):
+            out.append(n)
+    return out
 
 
 def available_engines() -> dict[str, tuple[bool, str]]:
-    """name -> (available, reason) for every registered engine."""
-    _load_builtins()
-    return {n: _REGISTRY[n].is_available() for n in sorted(_REGISTRY)}
+    """name -> (available, reason) for every engine, with default options."""
+    out: dict[str, tuple[bool, str]] = {}
+    for n in engine_names():
+        try:
+            out[n] = engine_class(n)().is_available()
+        except UnknownEngineError as exc:
+            out[n] = (False, str(exc))
+    return out
