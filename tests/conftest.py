@@ -66,3 +66,33 @@ def write_connectome_files(
 def connectome_files() -> Callable[..., tuple[Path, Path]]:
     """Factory writing tiny canonical connectome files (see :func:`write_connectome_files`)."""
     return write_connectome_files
+
+
+from brainfly.engines import base as _base  # noqa: E402
+
+
+class KickEcho(_base.Engine):
+    """Test engine: every kick 'spikes' in the next step (no dynamics), with a run record."""
+
+    name = "_kick_echo"
+    description = "test engine: kicks echoed as spikes"
+    capabilities = frozenset({"poisson", "schedule"})
+    calls: list = []
+
+    def simulate(self, sim, trials, progress=None):
+        type(self).calls.append(list(trials))
+        k = sim.kicks(trials)
+        for n, _ in enumerate(trials, 1):
+            if progress is not None:
+                progress(n, len(trials))
+        return _base.EngineOutput(k.trial, k.idx, k.step + 1,
+                                  _base.RunRecord(setup_s=0.001, sim_s=0.002, details={"echoed": int(k.n_kicks)}))
+
+
+@pytest.fixture
+def echo_engine():
+    """The :class:`KickEcho` engine, registered for the test."""
+    _base.register_engine(KickEcho)
+    KickEcho.calls = []
+    yield KickEcho()
+    _base._REGISTRY.pop(KickEcho.name, None)

@@ -1,25 +1,28 @@
 """Command-line interface: ``brainfly run | demo | engines | data | lookup | schedule | bench | compare``.
 
-The CLI validates everything at the boundary (experiment, neurons, engine, files)
-before any simulation work; a :class:`~brainfly.errors.BrainflyError` is printed as one
-clear line (exit status 2) instead of a traceback.
+A thin shell over the library: it parses, calls :func:`brainfly.run` (or the library
+function of each command), and prints. A :class:`~brainfly.errors.BrainflyError` is
+printed as one clear line (exit status 2) instead of a traceback. Each command's module
+is imported when that command runs (the dispatch table :data:`COMMANDS`), so that
+``brainfly run`` does not pay for the benchmark grid's or the comparison's imports.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
+import importlib
 import logging
 import os
 from pathlib import Path
 import sys
-import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+import warnings
 
+from ._io import digest_text
+from ._version import __version__
 from .errors import BrainflyError, ValidationError
 
-__all__ = ["main", "build_parser", "parse_stimulus", "run_experiment"]
+__all__ = ["main", "build_parser", "parse_stimulus", "experiment_from_args", "default_output", "COMMANDS"]
 
 log = logging.getLogger("brainfly")
 
@@ -111,7 +114,7 @@ def experiment_from_args(args: argparse.Namespace) -> Any:
         sets = []
         for k, text in enumerate(args.stimulate):
             specs, rate = parse_stimulus(text)
-            sets.append(StimulusSet(tuple(specs), rate, f"set{k}"))
+            sets.append(StimulusSet(tuple(specs), rate, ",".join(specs)))
         changes["stimuli"] = tuple(sets)
     if args.silence is not None:
         changes["silenced"] = tuple(_split_ids(args.silence))
@@ -127,186 +130,89 @@ def experiment_from_args(args: argparse.Namespace) -> Any:
     return base.with_(**changes) if changes else base
 
 
-def _load_connectome(data: str | None, progress: bool) -> Any:
-    from .connectome import load_connectome
+def default_output(engine: str, experiment: Any) -> Path:
+    """``output/{engine}_{name}-{digest}.parquet``: runs that differ in anything get different files."""
+    import json
 
-    return load_connectome(data, progress=progress)
-
-
-def _fingerprint(experiment: Any, connectome: Any, engine: str, options: dict[str, Any]) -> str:
-    blob = json.dumps({"experiment": experiment.to_dict(), "connectome": connectome.name,
-                       "n_neurons": connectome.n_neurons, "n_connections": connectome.n_connections,
-                       "engine": engine, "options": options}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    digest = digest_text(json.dumps(experiment.to_dict(), sort_keys=True, default=str))[:8]
+    return Path("output") / f"{engine}_{experiment.name}-{digest}.parquet"
 
 
-def run_experiment(engine_name: str, connectome: Any, experiment: Any, out: Path | None, *,
-                   engine_options: dict[str, Any] | None = None, resume: bool = True,
-                   progress: bool = True, chunk_trials: int | None = None) -> Any:
-    """Run an experiment trial chunk by trial chunk, writing each chunk atomically.
-
-    Finished chunks live in ``<out>.parts/`` next to the output; an interrupted run
-    started again with the same arguments resumes from them (nothing computed is lost).
-    The parts are merged into *out* at the end and removed.
-    """
-    from .engines import get_engine
-    from ._io import atomic_write
-    from .results import SpikeResult, merge_results
-
-    options = dict(engine_options or {})
-    engine = get_engine(engine_name, **options)
-    n_trials = experiment.n_trials
-    if chunk_trials is None:
-        chunk_trials = max(1, int(getattr(engine, "trials_per_chunk", 8)))
-    chunks = [list(range(k, min(k + chunk_trials, n_trials))) for k in range(0, n_trials, chunk_trials)]
-    parts_dir = out.with_name(out.name + ".parts") if out is not None else None
-    fingerprint = _fingerprint(experiment, connectome, engine_name, options)
-    done: list[SpikeResult] = []
-    if parts_dir is not None:
-        stamp = parts_dir / "RUN.json"
-        if parts_dir.exists() and resume and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
-            for part in sorted(parts_dir.glob("trials-*.parquet")):
-                done.append(SpikeResult.read_parquet(part, connectome.flywire_ids))
-            if done:
-                log.info("resuming: %d trial(s) already done in %s", sum(p.n_trials for p in done), parts_dir)
-        else:
-            if parts_dir.exists():
-                for f in parts_dir.glob("*"):
-                    f.unlink()
-            parts_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(stamp, lambda tmp: tmp.write_text(json.dumps({"fingerprint": fingerprint})))
-    finished = {k for p in done for k in p.trials}
-    todo = [c for c in chunks if not set(c) <= finished]
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def _run_chunks(advance: Any) -> None:
-        for chunk in todo:
-            result = engine.run(connectome, experiment, trials=chunk)
-            for key, value in (result.meta.get("timings") or {}).items():
-                timings[key] = timings.get(key, 0.0) + float(value)
-            if parts_dir is not None:
-                result.write_parquet(parts_dir / f"trials-{chunk[0]:05d}-{chunk[-1]:05d}.parquet")
-            done.append(result)
-            advance(len(chunk))
-
-    if progress and todo:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn(f"[bold]{engine_name}[/] {experiment.name}"), BarColumn(),
-                      MofNCompleteColumn(), TextColumn("trials"), TimeRemainingColumn(),
-                      transient=True, console=_stderr_console()) as bar:
-            task = bar.add_task("trials", total=n_trials, completed=len(finished))
-            _run_chunks(lambda n: bar.advance(task, n))
-    else:
-        _run_chunks(lambda n: None)
-    result = merge_results(done)
-    result.meta = dict(result.meta)
-    result.meta["timings"] = timings or result.meta.get("timings", {})
-    result.meta["wall_s"] = time.perf_counter() - t0
-    result.meta["experiment"] = experiment.to_dict()
-    result.meta["engine_options"] = options
-    if out is not None:
-        result.write_parquet(out)
-        if parts_dir is not None and parts_dir.exists():
-            for f in parts_dir.glob("*"):
-                f.unlink()
-            parts_dir.rmdir()
-    return result
+def _print_outputs(result: Any) -> None:
+    files = result.meta.get("outputs") or {}
+    if files.get("spikes"):
+        print(f"spikes written to {files['spikes']}; per-neuron rates to {files['rates']}")
+    if files.get("front"):
+        print(f"propagation front (first-spike latency of every neuron reached) in {files['front']}")
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _stimulated_idx(connectome: Any, experiment: Any) -> Any:
-    """Model indices of the driven neurons (schedule neurons when a schedule drives them)."""
-    if experiment.input_schedule is not None:
-        from .schedule import InputSchedule
-
-        return InputSchedule.read(experiment.input_schedule, connectome).activated_idx
-    return experiment.resolve(connectome).activated_idx
-
-
-def _names(connectome: Any) -> dict[int, str]:
-    try:
-        from .connectome.lookup import neuron_names
-    except ImportError:
-        return {}
-    return neuron_names(connectome)
+def _synthetic_notice(result: Any) -> None:
+    if result.synthetic:
+        print("NOTE: this ran on the built-in SYNTHETIC connectome (the real FlyWire connectivity is not\n"
+              "      cached here): figures below are NOT the fly's. Get the real data with\n"
+              "      `brainfly data download flywire-783`, or give --data FOLDER.\n")
 
 
 # -------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
     """``brainfly run``: one experiment on one engine, spikes to parquet, summary to stdout."""
+    from .runner import run
+
     experiment = experiment_from_args(args)
     options = _engine_options(args.engine_option)
-    from .engines import get_engine
-
-    get_engine(args.engine, **options)  # unknown engine fails before loading data
-    connectome = _load_connectome(args.data, progress=not args.quiet)
-    experiment.resolve(connectome)  # unknown neurons fail before any work
-    out = Path(args.out) if args.out else Path("output") / f"{args.engine}_{experiment.name}.parquet"
-    result = run_experiment(args.engine, connectome, experiment, out, engine_options=options,
-                            resume=not args.no_resume, progress=not args.quiet)
-    names = _names(connectome)
-    stimulated = _stimulated_idx(connectome, experiment)
-    rates_path = out.with_name(out.stem + "_rates.csv")
-    from ._io import atomic_write
-
-    rates = result.rates(names)
-    atomic_write(rates_path, lambda tmp: rates.to_csv(tmp, index=False))
-    print(result.summary(names, stimulated_idx=stimulated))
-    print(f"spikes written to {out}; per-neuron rates to {rates_path}")
-    front = result.propagation_front()
-    if front is not None:
-        front_path = out.with_name(out.stem + "_front.parquet")
-        atomic_write(front_path, lambda tmp: front.to_parquet(tmp, index=False))
-        print(f"propagation front (first spike latency of every neuron reached) in {front_path}")
+    out = Path(args.out) if args.out else default_output(args.engine, experiment)
+    result = run(experiment, data=args.data, engine=args.engine, out=out, resume=not args.no_resume,
+                 overwrite=args.overwrite, progress=not args.quiet, **options)
+    print(result.summary())
+    _print_outputs(result)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``brainfly demo``: the sugar-GRN experiment on the best connectome available."""
-    from .connectome import best_available_dataset
+    from .connectome import best_available_dataset, load_connectome
     from .experiment import builtin_experiment
+    from .runner import run
 
     data = args.data or os.environ.get("BRAINFLY_DATA") or best_available_dataset()
-    connectome = _load_connectome(data, progress=True)
-    if connectome.synthetic:
-        print("NOTE: the real FlyWire connectivity is not available here (not cached and not downloadable);\n"
-              "      running on the built-in SYNTHETIC connectome: figures below are NOT the fly's.\n"
-              "      Get the real data with `brainfly data download flywire-783` or --data FOLDER.\n")
+    if data == "synthetic":
+        print("brainfly demo: the sugar experiment (21 sugar GRNs at 200 Hz) on the full-size SYNTHETIC brain;\n"
+              "the first run generates that brain once (about a minute) and compiles the engine's kernels once.",
+              file=sys.stderr)
+    net = load_connectome(data, progress=True)
     experiment = builtin_experiment("sugar").with_(n_trials=args.n_trials)
-    out = Path(args.out)
-    result = run_experiment(args.engine, connectome, experiment, out, progress=True)
-    names = _names(connectome)
-    print(result.summary(names, stimulated_idx=_stimulated_idx(connectome, experiment)))
-    mn9 = [i for i, n in names.items() if n == "MN9"]
-    if mn9:
-        rates = result.rates(names)
-        r = rates[rates.flywire_id.isin(mn9)]
-        print("MN9 (proboscis extension motor neuron): " +
-              (", ".join(f"{row.flywire_id}: {row.mean_hz:.1f} Hz" for row in r.itertuples()) or "silent"))
+    result = run(experiment, data=net, engine=args.engine, out=args.out, overwrite=True, progress=True)
+    _synthetic_notice(result)
+    print(result.summary())
+    rates = result.rates(names=True)
+    mn9 = rates[rates["name"] == "MN9"] if "name" in rates else rates.iloc[0:0]
+    print("MN9 (proboscis extension motor neuron): " +
+          (", ".join(f"{row.flywire_id}: {row.mean_hz:.1f} Hz" for row in mn9.itertuples()) or "silent"))
     sim_s = result.meta.get("timings", {}).get("sim_s")
     if sim_s:
         print(f"simulated {result.n_trials * result.t_run:g} trial-seconds in {sim_s:.3f} s of simulation "
-              f"({result.n_trials * result.t_run / sim_s:,.0f}x real time) with engine {args.engine}")
-    print(f"spikes written to {out}")
+              f"({result.n_trials * result.t_run / sim_s:,.0f}x real time) with engine {args.engine}; "
+              f"{result.meta.get('wall_s', 0):.2f} s for the whole run")
+    _print_outputs(result)
     return 0
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
-    """``brainfly engines``: registered engines, whether they run here, and why not."""
-    from .engines.base import _REGISTRY, available_engines
+    """``brainfly engines``: every engine, whether it runs here on which devices, and why not."""
+    from .engines.base import engine_class, engine_names
+    from .errors import UnknownEngineError
 
-    for name, (ok, reason) in available_engines().items():
-        cls = _REGISTRY[name]
-        flag = "yes" if ok else "no "
-        exact = "exact" if cls.exact else "statistical"
-        print(f"{name:<20} available: {flag}  {exact:<11} {cls.description or ''}" + (f"  ({reason})" if reason else ""))
+    for name in engine_names():
+        try:
+            engine = engine_class(name)()
+        except (UnknownEngineError, ValidationError) as exc:
+            print(f"{name:<18} cannot be loaded: {exc}")
+            continue
+        ok, reason = engine.is_available()
+        exact = "exact" if engine.exact else "statistical"
+        print(f"{name:<18} {'available' if ok else 'not available':<13} {exact:<11} {engine.description}")
+        for device, (dev_ok, why) in engine.devices().items():
+            print(f"{'':<18}   {device:<6} {'yes' if dev_ok else 'no'}" + (f"  ({why})" if why and not dev_ok else ""))
     return 0
 
 
@@ -324,31 +230,30 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"  connections  {net.n_connections:>12,}")
     print(f"  synapses     {net.n_synapses:>12,}")
     print(f"  inhibitory   {float((net.weight < 0).mean()):>12.1%} of connections")
+    print(f"  digest       {net.content_digest[:16]}")
     print(f"  cache folder {cn.cache_dir()}")
     return 0
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    """``brainfly lookup NAME...``: resolve names/IDs to FlyWire IDs."""
-    from .connectome.lookup import resolve_neurons
+    """``brainfly lookup NAME...``: resolve names/IDs to FlyWire IDs, names and annotations."""
+    from .connectome.query import lookup
 
-    net = _load_connectome(args.data, progress=True)
-    names = _names(net)
     for spec in args.names:
-        idx = resolve_neurons(net, [int(spec) if spec.isdigit() else spec], owner="lookup")
-        print(f"{spec}: {len(idx)} neuron(s)")
-        for i in idx.tolist():
-            fid = int(net.flywire_ids[i])
-            print(f"  {fid}  idx {i}  {names.get(fid, '')}")
+        table = lookup([int(spec) if spec.isdigit() else spec], data=args.data, progress=not args.quiet)
+        print(f"{spec}: {len(table)} neuron(s)")
+        for row in table.itertuples():
+            print(f"  {row.flywire_id}  idx {row.idx}  {row.name}")
     return 0
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     """``brainfly schedule``: draw an experiment's Poisson input and write it as a schedule file."""
+    from .connectome import load_connectome
     from .engines.base import prepare
 
     experiment = experiment_from_args(args)
-    net = _load_connectome(args.data, progress=not args.quiet)
+    net = load_connectome(args.data, progress=not args.quiet)
     sim = prepare(net, experiment)
     sched = sim.kicks(range(experiment.n_trials))
     sched.write(args.out, net.flywire_ids)
@@ -357,21 +262,40 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``brainfly`` command."""
-    from . import __version__
+#: Commands whose arguments and code live in their own module: name -> (module, add_arguments, run, help).
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "bench": ("brainfly.bench.command", "add_bench_arguments", "run_bench_from_args",
+              "benchmark grid of engines x durations x trials"),
+    "compare": ("brainfly.compare", "add_compare_arguments", "run_compare_from_args",
+                "compare engines' saved spikes with Brian2's"),
+}
 
+
+def _lazy_command(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def call(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), func)(args)
+    return call
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the ``brainfly`` command.
+
+    The arguments of ``bench`` and ``compare`` are declared by their modules, imported
+    only when *argv* names that command (or when it is None).
+    """
     parser = argparse.ArgumentParser(
         prog="brainfly",
         description="Whole-brain LIF simulation of the adult fruit fly (FlyWire connectome, Shiu et al. 2024).",
     )
     parser.add_argument("--version", action="version", version=f"brainfly {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (INFO and library warnings)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run an experiment on one engine")
     _add_experiment_arguments(p)
-    p.add_argument("--out", default=None, help="spike parquet (default output/{engine}_{experiment}.parquet)")
+    p.add_argument("--out", default=None,
+                   help="spike parquet (default output/{engine}_{experiment}-{digest}.parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished result at --out")
     p.add_argument("--no-resume", action="store_true", help="start again even if finished trials exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -383,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="output/demo_sugar.parquet")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("engines", help="list engines and whether they run here")
+    p = sub.add_parser("engines", help="list engines, their devices and whether they run here")
     p.set_defaults(func=cmd_engines)
 
     p = sub.add_parser("data", help="show or download connectome data")
@@ -395,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lookup", help="resolve neuron names or IDs")
     p.add_argument("names", nargs="+")
     _add_data_argument(p)
+    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_lookup)
 
     p = sub.add_parser("schedule", help="write an experiment's Poisson input as an input-schedule file")
@@ -403,25 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_schedule)
 
-    from .bench import add_bench_arguments, run_bench_from_args
-    from .compare import add_compare_arguments, run_compare_from_args
-
-    for name, add, run, text in (("bench", add_bench_arguments, run_bench_from_args,
-                                  "benchmark grid of engines x durations x trials"),
-                                 ("compare", add_compare_arguments, run_compare_from_args,
-                                  "compare engines' saved spikes with Brian2's")):
+    wanted = None if argv is None else set(argv)
+    for name, (module, add, run, text) in COMMANDS.items():
         p = sub.add_parser(name, help=text)
-        add(p)
-        p.set_defaults(func=run)
+        if wanted is None or name in wanted:
+            getattr(importlib.import_module(module), add)(p)
+        p.set_defaults(func=_lazy_command(module, run))
     return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """WARNING and above from brainfly by default (INFO with -v); other libraries' warnings only with -v."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        # e.g. Brian2's import warns about setuptools' pkg_resources: not the user's business
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(?!brainfly)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        logging.getLogger("brian2").setLevel(logging.ERROR)
+        logging.getLogger("numba").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``brainfly`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except BrainflyError as exc:

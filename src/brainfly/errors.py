@@ -21,6 +21,7 @@ __all__ = [
     "UnknownEngineError",
     "UnsupportedFeature",
     "EngineUnavailable",
+    "OutputExistsError",
     "suggest",
 ]
 
@@ -69,6 +70,10 @@ class UnsupportedFeature(BrainflyError, NotImplementedError):
 
 class EngineUnavailable(BrainflyError, RuntimeError):
     """The engine's library or hardware is missing here (no GPU, package not installed)."""
+
+
+class OutputExistsError(BrainflyError, FileExistsError):
+    """A finished result is already at the output path (replace it only when asked to)."""
 
 
 def suggest(word: str, choices: Iterable[str], n: int = 5) -> str:

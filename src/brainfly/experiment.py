@@ -9,16 +9,16 @@ unknown neurons before any work starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 import math
 from pathlib import Path
 import tomllib
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from .connectome.lookup import SUGAR_GRNS_783
-from .errors import ValidationError
+from .errors import ValidationError, suggest
 from .params import ModelParams
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "builtin_experiment",
     "load_experiment",
     "SILENCE_MODES",
+    "describe_experiment",
 ]
 
 #: ``outgoing``: zero the silenced neurons' outgoing synapses (the paper's code, default);
@@ -40,8 +41,11 @@ NeuronSpec = int | str
 
 
 def _as_specs(values: Iterable[NeuronSpec] | NeuronSpec, owner: str) -> tuple[NeuronSpec, ...]:
-    if isinstance(values, (str, int, np.integer)):
+    if isinstance(values, (str, int, np.integer)) and not isinstance(values, bool):
         values = [values]
+    elif isinstance(values, Mapping) or not isinstance(values, Iterable):
+        raise ValidationError(f"{owner}: must be a list of FlyWire IDs or names (got {values!r}, "
+                              f"a {type(values).__name__})")
     out: list[NeuronSpec] = []
     for v in values:
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
@@ -107,6 +111,17 @@ class Experiment:
     input_schedule : str or None
         Path of an explicit input schedule (parquet/CSV, see :mod:`brainfly.schedule`)
         that replaces the Poisson draws; its neurons become the activated set.
+    stimulate : mapping, optional
+        Short form of *stimuli*: ``{neurons: rate_hz}``, one stimulus set per entry, the
+        key a name, a FlyWire ID or a tuple of them (``{"P9": 100, "LB3": 50}``). Added
+        after *stimuli*.
+    silence : neurons, optional
+        Short form of *silenced* (``silence=["MN9"]``); give one of the two.
+
+    Examples
+    --------
+    >>> Experiment(name="p9", stimulate={"P9": 100}, silence=["MN9"], n_trials=30)
+    Experiment('p9': P9 @ 100 Hz; silenced MN9 (outgoing); 30 trials x 1 s, seed 0)
     """
 
     name: str = "experiment"
@@ -118,10 +133,31 @@ class Experiment:
     seed: int = 0
     params: ModelParams = field(default_factory=ModelParams)
     input_schedule: str | None = None
+    stimulate: InitVar[Mapping[Any, float] | None] = None
+    silence: InitVar[Any] = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stimuli", tuple(self.stimuli))
-        object.__setattr__(self, "silenced", _as_specs(self.silenced, "Experiment.silenced") if self.silenced else ())
+    def __post_init__(self, stimulate: Mapping[Any, float] | None = None, silence: Any = None) -> None:
+        if isinstance(self.stimuli, (StimulusSet, str, bytes, Mapping)) or not isinstance(self.stimuli, Iterable):
+            raise ValidationError(f"Experiment.stimuli: must be a sequence of StimulusSet (got {self.stimuli!r}); "
+                                  "for the short form use stimulate={neurons: rate_hz}")
+        sets = list(self.stimuli)
+        if stimulate is not None:
+            if not isinstance(stimulate, Mapping):
+                raise ValidationError(f"Experiment.stimulate: must be a mapping {{neurons: rate_hz}}, e.g. "
+                                      f"{{'P9': 100}} (got {stimulate!r})")
+            for key, rate in stimulate.items():
+                neurons = tuple(key) if isinstance(key, (tuple, list, frozenset)) else (key,)
+                label = key if isinstance(key, str) else ",".join(str(n) for n in neurons)
+                sets.append(StimulusSet(neurons, rate, str(label)))
+        object.__setattr__(self, "stimuli", tuple(sets))
+        if silence is not None:
+            if self.silenced:
+                raise ValidationError("Experiment: give silence= or silenced=, not both")
+            object.__setattr__(self, "silenced", silence)
+        silenced = self.silenced
+        if isinstance(silenced, (tuple, list)) and not silenced:
+            silenced = ()
+        object.__setattr__(self, "silenced", _as_specs(silenced, "Experiment.silenced") if silenced != () else ())
         if not isinstance(self.name, str) or not self.name:
             raise ValidationError(f"Experiment.name: must be a non-empty string (got {self.name!r})")
         for s in self.stimuli:
@@ -170,6 +206,13 @@ class Experiment:
         """Number of time steps of one trial."""
         return self.params.n_steps(self.t_run)
 
+    def describe(self) -> str:
+        """One line saying what the experiment does (stimuli, silencing, trials)."""
+        return describe_experiment(self.to_dict())
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name!r}: {self.describe()})"
+
     def with_(self, **changes: Any) -> "Experiment":
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
@@ -198,17 +241,42 @@ class Experiment:
         unknown = set(d) - known
         if unknown:
             raise ValidationError(f"{source}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(known)}")
+        if "stimuli" in d and "stimulus" in d:
+            raise ValidationError(f"{source}: give [[stimuli]] or [[stimulus]], not both")
         raw_sets = d.get("stimuli", d.get("stimulus", []))
+        if not isinstance(raw_sets, list):
+            raise ValidationError(f"{source}: stimuli must be a list of tables [[stimuli]] with neurons and "
+                                  f"rate_hz (got {raw_sets!r})")
         stimuli = []
+        set_keys = {"neurons", "rate_hz", "label"}
         for k, s in enumerate(raw_sets):
             if not isinstance(s, dict) or "neurons" not in s or "rate_hz" not in s:
                 raise ValidationError(f"{source}: stimuli[{k}] needs 'neurons' and 'rate_hz' (got {s!r})")
-            stimuli.append(StimulusSet(tuple(s["neurons"]), s["rate_hz"], s.get("label", "")))
-        kwargs = {k: d[k] for k in ("name", "silence_mode", "t_run", "n_trials", "seed", "input_schedule") if k in d}
+            extra = set(s) - set_keys
+            if extra:
+                raise ValidationError(f"{source}: stimuli[{k}]: unknown key(s) {sorted(extra)}; valid keys are "
+                                      f"{sorted(set_keys)}.{suggest(sorted(extra)[0], set_keys)}")
+            label = s.get("label", "")
+            if not isinstance(label, str):
+                raise ValidationError(f"{source}: stimuli[{k}].label: must be a string (got {label!r})")
+            stimuli.append(StimulusSet(_as_specs(s["neurons"], f"{source}: stimuli[{k}].neurons"), s["rate_hz"],
+                                       label))
+        types = {"name": (str,), "silence_mode": (str,), "t_run": (int, float), "n_trials": (int,),
+                 "seed": (int,), "input_schedule": (str,)}
+        for key, ok in types.items():
+            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], ok)):
+                expected = {"t_run": "a number of seconds", "n_trials": "an integer", "seed": "an integer"}.get(
+                    key, "a string")
+                raise ValidationError(f"{source}: {key} must be {expected} (got {d[key]!r})")
+        params = d.get("params", {})
+        if not isinstance(params, dict):
+            raise ValidationError(f"{source}: params must be a table [params] of numbers (got {params!r})")
+        kwargs = {k: d[k] for k in types if k in d}
+        silenced = d.get("silenced", ())
         return cls(
             stimuli=tuple(stimuli),
-            silenced=tuple(d.get("silenced", ())),
-            params=ModelParams.from_dict(d.get("params", {})),
+            silenced=_as_specs(silenced, f"{source}: silenced") if silenced != [] else (),
+            params=ModelParams.from_dict(params),
             **kwargs,
         )
 
@@ -277,6 +345,33 @@ class ResolvedExperiment:
         return idx[order], rate[order]
 
 
+def _neurons_text(neurons: Iterable[Any], limit: int = 4) -> str:
+    items = [str(n) for n in neurons]
+    if len(items) > limit:
+        return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
+    return ", ".join(items)
+
+
+def describe_experiment(d: Mapping[str, Any]) -> str:
+    """One line saying what an experiment (its :meth:`Experiment.to_dict` form) does.
+
+    >>> describe_experiment({"stimuli": [{"neurons": ["P9"], "rate_hz": 100.0, "label": ""}],
+    ...                      "silenced": ["MN9"], "silence_mode": "outgoing", "n_trials": 2, "t_run": 0.5})
+    'P9 @ 100 Hz; silenced MN9 (outgoing); 2 trials x 0.5 s, seed 0'
+    """
+    parts = []
+    if d.get("input_schedule"):
+        parts.append(f"input schedule {Path(str(d['input_schedule'])).name}")
+    for s in d.get("stimuli") or []:
+        what = s.get("label") or _neurons_text(s.get("neurons", []))
+        parts.append(f"{what} @ {float(s.get('rate_hz', 0)):g} Hz")
+    if d.get("silenced"):
+        parts.append(f"silenced {_neurons_text(d['silenced'])} ({d.get('silence_mode', 'outgoing')})")
+    n = int(d.get("n_trials", 1))
+    parts.append(f"{n} trial{'s' if n != 1 else ''} x {float(d.get('t_run', 1.0)):g} s, seed {d.get('seed', 0)}")
+    return "; ".join(parts)
+
+
 # -------------------------------------------------------------------- built-ins and TOML
 def _sugar() -> Experiment:
     return Experiment(
@@ -311,8 +406,6 @@ def builtin_experiment(name: str) -> Experiment:
     try:
         return BUILTIN_EXPERIMENTS[name]()
     except KeyError:
-        from .errors import suggest
-
         raise ValidationError(
             f"unknown experiment {name!r}; built-in experiments are {sorted(BUILTIN_EXPERIMENTS)}, "
             f"or give a TOML file.{suggest(name, BUILTIN_EXPERIMENTS)}"

@@ -177,4 +177,9 @@ class ModelParams:
             raise ValidationError(
                 f"ModelParams: unknown parameter(s) {sorted(unknown)}; valid ones are {sorted(valid)}"
             )
-        return cls(**{k: float(v) for k, v in values.items()})
+        out = {}
+        for k, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValidationError(f"ModelParams.{k}: must be a number (got {v!r}, a {type(v).__name__})")
+            out[k] = float(v)
+        return cls(**out)

@@ -27,6 +27,11 @@ import time
 import traceback
 from typing import Any, Callable
 
+from ..engines.base import get_engine
+from ..errors import EngineUnavailable, UnknownEngineError, UnsupportedFeature
+from ..runner import run
+from .hardware import software_versions
+
 __all__ = ["PointTask", "run_point", "STATUSES"]
 
 STATUSES = ("ok", "skipped", "failed", "crashed", "timeout")
@@ -131,8 +136,6 @@ def _child_main(conn: Any, task: PointTask, connectome: Any) -> None:
     except (AttributeError, OSError):
         pass
     _redirect_output(task.log_path)
-    from ..errors import EngineUnavailable, UnknownEngineError, UnsupportedFeature
-    from .hardware import software_versions
 
     def send(msg: dict[str, Any]) -> None:
         try:
@@ -145,8 +148,6 @@ def _child_main(conn: Any, task: PointTask, connectome: Any) -> None:
 
     row: dict[str, Any] = {"kind": "result"}
     try:
-        from ..engines.base import get_engine
-
         engine = get_engine(task.engine, **task.options)
         ok, reason = engine.is_available()
         if not ok:
@@ -154,7 +155,8 @@ def _child_main(conn: Any, task: PointTask, connectome: Any) -> None:
             send(row)
             return
         t0 = time.perf_counter()
-        result = engine.run(connectome, task.experiment, progress=progress)
+        result = run(task.experiment, data=connectome, engine=engine, out=task.spikes_path, resume=False,
+                     overwrite=True, progress=progress)
         total = time.perf_counter() - t0
     except UnknownEngineError as exc:
         row.update(status="skipped", reason=f"not registered: {exc}")
@@ -175,57 +177,26 @@ def _child_main(conn: Any, task: PointTask, connectome: Any) -> None:
         send(row)
         return
 
-    meta = result.meta or {}
-    timings = meta.get("timings") or {}
-    engine_sim = meta.get("simulate_s")
-    if engine_sim is None and isinstance(meta.get("timings_s"), dict):
-        engine_sim = meta["timings_s"].get("simulate")
-    if all(k in timings for k in ("setup_s", "build_s", "sim_s")):
-        setup_s, build_s, sim_s = (float(timings[k]) for k in ("setup_s", "build_s", "sim_s"))
-        source = "engine"
-    elif isinstance(engine_sim, (int, float)) and 0 <= engine_sim <= total:
-        # the engine timed its simulation loop only: the rest of engine.run is setup
-        setup_s, build_s, sim_s, source = total - float(engine_sim), 0.0, float(engine_sim), "engine-sim"
-    else:
-        setup_s, build_s, sim_s, source = 0.0, 0.0, total, "measured"
-    write_s = None
-    spikes_file = ""
-    if task.spikes_path is not None:
-        t_w = time.perf_counter()
-        try:
-            result.write_parquet(task.spikes_path)
-            spikes_file = str(task.spikes_path)
-        except Exception as exc:  # noqa: BLE001 - a full disk must not lose the timings
-            traceback.print_exc()
-            row["reason"] = f"spikes not saved: {type(exc).__name__}: {exc}"
-        write_s = time.perf_counter() - t_w
-    active = int(result.active_idx().size)
-    extra_versions = {}
-    for key in ("brian2_version", "torch_version", "numba_version", "library_version"):
-        if meta.get(key):
-            extra_versions[key.replace("_version", "")] = meta[key]
-    if isinstance(meta.get("versions"), dict):
-        extra_versions.update(meta["versions"])
+    meta = result.meta
+    timings = meta["timings"]  # the same layout for every engine (Engine.result)
     gpu_mb = meta.get("peak_gpu_mem_mb")
-    if gpu_mb is None and meta.get("peak_gpu_mem_bytes") is not None:
-        gpu_mb = float(meta["peak_gpu_mem_bytes"]) / 2**20
     if gpu_mb is None:
         gpu_mb = _torch_peak_gpu_mb()
     row.update(
         status="ok",
-        setup_s=setup_s,
-        build_s=build_s,
-        sim_s=sim_s,
+        setup_s=float(timings["setup_s"]),
+        build_s=float(timings["build_s"]),
+        sim_s=float(timings["sim_s"]),
         total_s=total,
-        write_s=write_s,
-        timings_source=source,
+        write_s=meta.get("write_s"),
+        timings_source="engine",
         n_spikes=int(result.n_spikes),
-        active_neurons=active,
+        active_neurons=int(result.active_idx().size),
         peak_rss_mb=_peak_rss_mb(),
         peak_gpu_mb=None if gpu_mb is None else round(float(gpu_mb), 1),
-        versions=software_versions(extra_versions),
+        versions=software_versions(dict(meta.get("versions") or {})),
         input=str(meta.get("input", "")),
-        spikes_file=spikes_file,
+        spikes_file=str(task.spikes_path) if task.spikes_path is not None else "",
         device=str(meta.get("device", "")),
     )
     send(row)

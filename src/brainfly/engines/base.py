@@ -390,26 +390,44 @@ class Engine(ABC):
         if not ok:
             raise EngineUnavailable(f"engine {self.name!r} cannot run here: {reason}")
 
+    def prepare(self, connectome: Any, experiment: Experiment) -> SimulationInput:
+        """Check availability, resolve *experiment* (:func:`prepare`) and validate it for this engine.
+
+        Everything that can refuse an experiment happens here, before any simulation.
+        """
+        self.check_available()
+        sim = prepare(connectome, experiment)
+        self.validate(sim)
+        return sim
+
+    def run_prepared(self, sim: SimulationInput, trials: Sequence[int] | None = None,
+                     progress: ProgressCallback | None = None) -> SpikeResult:
+        """Simulate some trials of a prepared experiment (see :meth:`prepare`).
+
+        Parameters
+        ----------
+        trials : sequence of int, optional
+            Subset of trials to run (default all); the runner hands out chunks of trials.
+        """
+        trial_list = list(range(sim.n_trials)) if trials is None else [int(k) for k in trials]
+        return self.result(sim, trial_list, self.simulate(sim, trial_list, progress))
+
     def run(self, connectome: Any, experiment: Experiment, *, trials: Sequence[int] | None = None,
             progress: ProgressCallback | None = None) -> SpikeResult:
-        """Validate, prepare and simulate; returns a :class:`~brainfly.results.SpikeResult`.
+        """Prepare, validate and simulate; returns a :class:`~brainfly.results.SpikeResult`.
 
         The result's ``meta`` has the same layout for every engine: ``engine_options``,
         ``exact``, ``device``, ``versions``, ``timings`` (``setup_s``, ``build_s``,
         ``sim_s``), ``choices``, ``input`` (see :func:`record_input`), then the engine's
         own ``details``. (:func:`brainfly.run` adds the experiment, the connectome and the
-        wall time.)
+        wall time, and writes files.)
 
         Parameters
         ----------
         trials : sequence of int, optional
-            Subset of trials to run (default all); used to resume interrupted runs.
+            Subset of trials to run (default all).
         """
-        self.check_available()
-        sim = prepare(connectome, experiment)
-        self.validate(sim)
-        trial_list = list(range(experiment.n_trials)) if trials is None else [int(k) for k in trials]
-        return self.result(sim, trial_list, self.simulate(sim, trial_list, progress))
+        return self.run_prepared(self.prepare(connectome, experiment), trials, progress)
 
     def run_many(self, connectome: Any, experiments: Sequence[Experiment], *,
                  progress: ProgressCallback | None = None) -> list[SpikeResult]:
@@ -419,10 +437,7 @@ class Engine(ABC):
         run them together (threads, one GPU batch). Every condition is validated before
         any runs. *progress* counts trials over all conditions.
         """
-        self.check_available()
-        sims = [prepare(connectome, e) for e in experiments]
-        for sim in sims:
-            self.validate(sim)
+        sims = [self.prepare(connectome, e) for e in experiments]
         total = sum(e.n_trials for e in experiments)
         done = 0
         results = []
@@ -562,7 +577,7 @@ def engine_class(name: str) -> type[Engine]:
             return cls
         raise UnknownEngineError(f"engine {name!r} is declared but cannot be loaded: {_FAILED[name]}")
     names = engine_names()
-    raise UnknownEngineError(f"unknown engine {name!r}; engines are {names}.{suggest(name, names)}")
+    raise UnknownEngineError(f"unknown engine {name!r}; registered engines are {names}.{suggest(name, names)}")
 
 
 def get_engine(name: str, **options: Any) -> Engine:

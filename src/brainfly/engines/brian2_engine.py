@@ -52,11 +52,10 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ..errors import EngineUnavailable, ValidationError
+from ..errors import ValidationError
 from ..params import ModelParams
-from ..results import SpikeResult
 from ..schedule import InputSchedule, trial_seed_sequence
-from .base import Engine, ProgressCallback, SimulationInput, register_engine
+from .base import Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, register_engine
 
 __all__ = ["Brian2Engine", "Brian2StandaloneEngine", "MODEL_EQUATIONS", "THRESHOLD", "RESET",
            "STRICT_CPP_ARGS", "FAST_CPP_ARGS", "brian2_namespace", "cpp_compile_args", "trial_seed",
@@ -408,7 +407,6 @@ def _worker(plan: _Plan | None, trials: list[int]) -> _ChunkResult:
 
 
 # ---------------------------------------------------------------------------- engines
-@register_engine
 class Brian2Engine(Engine):
     """The Brian2 reference engine (runtime mode by default).
 
@@ -459,82 +457,43 @@ class Brian2Engine(Engine):
     exact: ClassVar[bool] = True
     description: ClassVar[str] = "Brian2 (reference; runtime mode, numpy/cython code generation)"
     _fixed_mode: ClassVar[str | None] = None
-    _OPTIONS: ClassVar[tuple[str, ...]] = ("mode", "codegen_target", "n_jobs", "use_schedule", "poisson_grouping",
-                                           "build_root", "keep_build", "openmp_threads", "mp_context",
-                                           "fast_math")
+    Options: ClassVar[type[EngineOptions]] = None  # type: ignore[assignment]  # set below the class
 
-    def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(self._OPTIONS)
-        if unknown:
-            raise ValidationError(
-                f"engine {self.name!r}: unknown option(s) {sorted(unknown)}; valid options are {sorted(self._OPTIONS)}")
-        mode = options.get("mode", self._fixed_mode or "runtime")
-        if self._fixed_mode is not None and mode != self._fixed_mode:
-            raise ValidationError(f"engine {self.name!r}: option mode is fixed to {self._fixed_mode!r} (got {mode!r})")
-        if mode not in _MODES:
-            raise ValidationError(f"engine {self.name!r}: option mode must be one of {_MODES} (got {mode!r})")
-        target = options.get("codegen_target", "numpy")
-        if target not in _CODEGEN_TARGETS:
-            raise ValidationError(
-                f"engine {self.name!r}: option codegen_target must be one of {_CODEGEN_TARGETS} (got {target!r})")
-        grouping = options.get("poisson_grouping", "contiguous")
-        if grouping not in _POISSON_GROUPING:
-            raise ValidationError(
-                f"engine {self.name!r}: option poisson_grouping must be one of {_POISSON_GROUPING} (got {grouping!r})")
-        n_jobs = options.get("n_jobs")
-        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1):
-            raise ValidationError(f"engine {self.name!r}: option n_jobs must be an integer >= 1 (got {n_jobs!r})")
-        ctx = options.get("mp_context", _default_mp_context())
-        if ctx not in multiprocessing.get_all_start_methods():
-            raise ValidationError(
-                f"engine {self.name!r}: option mp_context must be one of {multiprocessing.get_all_start_methods()} "
-                f"(got {ctx!r})")
-        threads = options.get("openmp_threads", 0)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ValidationError(f"engine {self.name!r}: option openmp_threads must be an integer >= 0 (got {threads!r})")
-        super().__init__(**options)
-        self.mode: str = mode
-        self.codegen_target: str = target
-        self.poisson_grouping: str = grouping
-        self.n_jobs: int | None = n_jobs
-        self.use_schedule: bool = bool(options.get("use_schedule", False))
-        self.build_root: str | None = options.get("build_root")
-        self.keep_build: bool = bool(options.get("keep_build", False))
-        self.openmp_threads: int = threads
-        self.mp_context: str = ctx
-        self.fast_math: bool = bool(options.get("fast_math", False))
+    def __init__(self, options: EngineOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        o = self.options
+        if self._fixed_mode is not None and o.mode not in (None, self._fixed_mode):
+            raise ValidationError(f"engine {self.name!r}: option mode is fixed to {self._fixed_mode!r} "
+                                  f"(got {o.mode!r})")
+        self.mode: str = self._fixed_mode or o.mode or "runtime"
+        self.codegen_target: str = o.codegen_target
+        self.poisson_grouping: str = o.poisson_grouping
+        self.n_jobs: int | None = o.n_jobs
+        self.use_schedule: bool = bool(o.use_schedule)
+        self.build_root: str | None = o.build_root
+        self.keep_build: bool = bool(o.keep_build)
+        self.openmp_threads: int = o.openmp_threads
+        self.mp_context: str = o.mp_context or _default_mp_context()
+        self.fast_math: bool = bool(o.fast_math)
 
     # ------------------------------------------------------------ contract
-    @classmethod
-    def is_available(cls) -> tuple[bool, str]:
-        """Probe by importing brian2 (and, for standalone, by compiling a C++ test program)."""
-        ok, reason = _brian2_importable()
-        if not ok or cls._fixed_mode != "standalone":
-            return ok, reason
-        return _cxx_works_cached()
-
-    def _instance_available(self) -> tuple[bool, str]:
+    def is_available(self) -> tuple[bool, str]:
+        """Probe by importing brian2 (and, in standalone mode, by compiling a C++ test program)."""
         ok, reason = _brian2_importable()
         if ok and self.mode == "standalone":
             return _cxx_works_cached()
         return ok, reason
 
-    def run(self, connectome: Any, experiment: Any, *, trials: list[int] | None = None,
-            progress: ProgressCallback | None = None) -> SpikeResult:
-        """Validate, prepare and simulate (see :meth:`Engine.run`).
-
-        Raises
-        ------
-        EngineUnavailable
-            If brian2 (or, in standalone mode, a working C++ compiler) is missing.
-        """
-        ok, reason = self._instance_available()
-        if not ok:
-            raise EngineUnavailable(f"engine {self.name!r} (mode {self.mode!r}) cannot run here: {reason}")
-        return super().run(connectome, experiment, trials=trials, progress=progress)
+    def versions(self) -> dict[str, str]:
+        """Brian2's version (when it imports)."""
+        try:
+            import brian2
+        except Exception:  # noqa: BLE001 - unavailable: nothing to record
+            return {}
+        return {"brian2": str(brian2.__version__)}
 
     def simulate(self, sim: SimulationInput, trials: list[int],
-                 progress: ProgressCallback | None = None) -> SpikeResult:
+                 progress: ProgressCallback | None = None) -> EngineOutput:
         """Run *trials* of *sim* in Brian2 and return their spikes.
 
         Parameters
@@ -546,11 +505,10 @@ class Brian2Engine(Engine):
 
         Returns
         -------
-        SpikeResult
-            ``meta`` holds the options, Brian2 version, code generation target,
-            ``timings`` ({"setup_s", "build_s", "sim_s"}: wall time of the slowest worker;
-            ``*_cpu_s``: summed over workers), the
-            Brian2 seed of each trial and how trials were grouped.
+        EngineOutput
+            The record's ``details`` hold the code generation target, the timings summed
+            over workers (``timings_cpu``; the record's own timings are the wall time of
+            the slowest worker), the Brian2 seed of each trial and how trials were grouped.
         """
         import brian2
 
@@ -633,18 +591,13 @@ class Brian2Engine(Engine):
         timings.update({key.replace("_s", "_cpu_s"): float(sum(p.timings.get(key, 0.0) for p in parts))
                         for key in ("setup_s", "build_s", "sim_s")})
         timings["wall_s"] = wall
-        meta: dict[str, Any] = {
-            "engine_options": {
-                "mode": self.mode, "codegen_target": self.codegen_target if self.mode == "runtime" else "cpp_standalone",
-                "n_jobs": n_jobs, "use_schedule": use_schedule, "poisson_grouping": self.poisson_grouping,
-                "openmp_threads": self.openmp_threads, "mp_context": self.mp_context,
-                "fast_math": self.fast_math,
-            },
+        details: dict[str, Any] = {
+            "n_jobs": n_jobs,
             "cpp_compile_args": (cpp_compile_args(self.fast_math)
                                  if self.mode == "standalone" or self.codegen_target == "cython" else None),
-            "brian2_version": brian2.__version__,
             "codegen_target": self.codegen_target if self.mode == "runtime" else "cpp_standalone",
-            "timings": timings,
+            "timings_cpu": {k: v for k, v in timings.items() if k.endswith("_cpu_s")},
+            "timings_wall_s": wall,
             "seeds": {str(k): v for k, v in seeds.items()},
             "input": "schedule" if use_schedule else "PoissonInput",
             "n_poisson_inputs": len(plan.poisson_groups),
@@ -655,22 +608,22 @@ class Brian2Engine(Engine):
             "trial_chunks": chunks,
             "flush_steps_between_trials": plan.flush_steps,
         }
+        choices = []
+        if details["poisson_codegen_target"] == "numpy" and self.codegen_target == "cython":
+            choices.append("PoissonInputs run as numpy code: Brian2 2.8's cython rand() fails with numpy 2")
         if self.keep_build:
-            meta["build_dirs"] = [p.build_dir for p in parts]
+            details["build_dirs"] = [p.build_dir for p in parts]
         if parts:
             trial_a = np.concatenate([p.trial for p in parts])
             idx_a = np.concatenate([p.idx for p in parts])
             step_a = np.concatenate([p.step for p in parts])
         else:
             trial_a = idx_a = step_a = np.empty(0, np.int64)
-        return SpikeResult(
-            trial_a, idx_a, step_a, np.asarray(c.flywire_ids, dtype=np.int64), list(trials), sim.n_steps,
-            sim.params.dt_s, sim.experiment.name, engine=self.name, connectome_label=c.label,
-            synthetic=bool(c.synthetic), meta=meta,
-        )
+        record = RunRecord(setup_s=timings["setup_s"], build_s=timings["build_s"], sim_s=timings["sim_s"],
+                           device="cpu", versions={"brian2": str(brian2.__version__)}, choices=choices,
+                           details=details)
+        return EngineOutput(trial_a, idx_a, step_a, record)
 
-
-@register_engine
 class Brian2StandaloneEngine(Brian2Engine):
     """The Brian2 reference engine in C++ standalone mode (``Brian2Engine(mode="standalone")``).
 
@@ -683,6 +636,43 @@ class Brian2StandaloneEngine(Brian2Engine):
     name: ClassVar[str] = "brian2-standalone"
     description: ClassVar[str] = "Brian2 (reference; C++ standalone mode)"
     _fixed_mode: ClassVar[str | None] = "standalone"
+
+
+@dataclass(frozen=True)
+class Brian2Options(EngineOptions):
+    """Options of the Brian2 engines (see :class:`Brian2Engine`)."""
+
+    mode: str | None = None
+    codegen_target: str = "numpy"
+    n_jobs: int | None = None
+    use_schedule: bool = False
+    poisson_grouping: str = "contiguous"
+    build_root: str | None = None
+    keep_build: bool = False
+    openmp_threads: int = 0
+    mp_context: str | None = None
+    fast_math: bool = False
+
+    def __post_init__(self) -> None:
+        self._check("mode", self.mode is None or self.mode in _MODES, f"one of {_MODES}")
+        self._check("codegen_target", self.codegen_target in _CODEGEN_TARGETS, f"one of {_CODEGEN_TARGETS}")
+        self._check("poisson_grouping", self.poisson_grouping in _POISSON_GROUPING, f"one of {_POISSON_GROUPING}")
+        self._check("n_jobs", self.n_jobs is None or self.is_int(self.n_jobs, 1), "an integer >= 1")
+        self._check("openmp_threads", self.is_int(self.openmp_threads, 0), "an integer >= 0")
+        methods = multiprocessing.get_all_start_methods()
+        self._check("mp_context", self.mp_context is None or self.mp_context in methods, f"one of {methods}")
+        for key in ("use_schedule", "keep_build", "fast_math"):
+            self._check(key, isinstance(getattr(self, key), bool), "true or false")
+
+
+class Brian2StandaloneOptions(Brian2Options):
+    """Options of ``brian2-standalone`` (the same as Brian2's; ``mode`` is fixed)."""
+
+
+Brian2Engine.Options = Brian2Options
+Brian2StandaloneEngine.Options = Brian2StandaloneOptions
+register_engine(Brian2Engine)
+register_engine(Brian2StandaloneEngine)
 
 
 def _default_mp_context() -> str:

@@ -1,0 +1,379 @@
+"""The runner: the one way to run an experiment (:func:`run`) or several (:func:`run_many`).
+
+Everything that runs a simulation goes through here: the Python API, the CLI, the
+benchmark grid, and screens. The runner
+
+1. loads what it is given (an experiment name or file, a data folder or dataset name)
+   and checks everything that can refuse the run before any work: the engine and its
+   options, the neurons, the output path. A refused run writes nothing;
+2. runs the trials in chunks (the engine's ``trials_per_chunk``); with an output path,
+   each finished chunk is written atomically to ``OUT.parts/`` so that an interrupted
+   run started again resumes where it stopped. Parts are tied to the run by a
+   fingerprint of content digests (the experiment, the input schedule file's SHA-256,
+   the connectome's digest, the engine and its options): changed inputs never mix
+   with stale parts;
+3. merges the chunks and records the provenance in ``result.meta``: the full experiment
+   (``Experiment.to_dict()``), the engine, its options and versions, the connectome's
+   name and digest, the timings summed over chunks and the wall time;
+4. writes the spikes (``OUT``, paper columns), the per-neuron rates
+   (``OUT_rates.csv``) and, where the engine records it, the propagation front
+   (``OUT_front.parquet``), each atomically, and removes the parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+import shutil
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from ._io import atomic_write, digest_text, sha256_file
+from ._version import __version__
+from .connectome import Connectome, load_connectome
+from .engines.base import Engine, ProgressCallback, get_engine
+from .errors import DataError, OutputExistsError, ValidationError
+from .experiment import Experiment, load_experiment
+from .results import SpikeResult, merge_results
+
+__all__ = ["run", "run_many", "resolve_engine", "resolve_data", "resolve_experiment", "output_paths",
+           "run_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+#: Version of the parts layout (``OUT.parts/RUN.json`` + ``trials-AAAAA-BBBBB.parquet``).
+PARTS_FORMAT = 1
+
+ExperimentLike = Experiment | str | Path
+DataLike = Connectome | str | Path | None
+ProgressLike = bool | ProgressCallback
+
+
+# -------------------------------------------------------------------- resolving the inputs
+def resolve_experiment(experiment: ExperimentLike) -> Experiment:
+    """An :class:`Experiment` from itself, a built-in name (``sugar``, ``p9``) or a TOML file."""
+    if isinstance(experiment, Experiment):
+        return experiment
+    if isinstance(experiment, (str, Path)):
+        return load_experiment(experiment)
+    raise ValidationError(f"run: experiment must be an Experiment, a built-in name or a TOML file "
+                          f"(got {type(experiment).__name__})")
+
+
+def resolve_engine(engine: str | Engine, options: dict[str, Any]) -> Engine:
+    """An engine instance from a name (options validated) or an instance (then no options)."""
+    if isinstance(engine, Engine):
+        if options:
+            raise ValidationError(f"run: engine options {sorted(options)} given with an engine instance; "
+                                  "give the engine by name, or set the options on the instance")
+        return engine
+    if not isinstance(engine, str):
+        raise ValidationError(f"run: engine must be a name or an Engine (got {type(engine).__name__})")
+    return get_engine(engine, **options)
+
+
+def resolve_data(data: DataLike, *, progress: bool = True) -> Connectome:
+    """A connectome from itself, a folder, a dataset name, or the default (None)."""
+    if isinstance(data, Connectome):
+        return data
+    return load_connectome(data, progress=progress)
+
+
+def output_paths(out: str | Path) -> dict[str, Path]:
+    """The files a run with output *out* writes: ``spikes``, ``rates``, ``front``, ``parts``."""
+    out = Path(out)
+    return {
+        "spikes": out,
+        "rates": out.with_name(out.stem + "_rates.csv"),
+        "front": out.with_name(out.stem + "_front.parquet"),
+        "parts": out.with_name(out.name + ".parts"),
+    }
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that cannot be written, or that holds a finished result."""
+    if out.suffix.lower() != ".parquet":
+        raise ValidationError(f"output {out}: must be a .parquet file (spikes are written as parquet)")
+    if out.is_dir():
+        raise ValidationError(f"output {out}: is a folder; give a file name such as {out / 'spikes.parquet'}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValidationError(f"output {out}: {parent} is a file, not a folder; choose another --out")
+            break
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output {out}: a finished result is already there; choose another output, "
+                                "or overwrite it (overwrite=True, --overwrite)")
+
+
+def run_fingerprint(experiment: Experiment, connectome: Connectome, engine: Engine) -> str:
+    """Digest of everything that determines a run's spikes (content digests, never names or paths)."""
+    blob = experiment.to_dict()
+    if experiment.input_schedule is not None:
+        blob["input_schedule"] = sha256_file(experiment.input_schedule)
+    return digest_text(
+        f"brainfly-run-v{PARTS_FORMAT}",
+        json.dumps(blob, sort_keys=True, default=str),
+        connectome.content_digest,
+        engine.name,
+        json.dumps(engine.options.to_dict(), sort_keys=True, default=str),
+    )
+
+
+# -------------------------------------------------------------------- progress
+class _Progress:
+    """A trials progress bar on stderr (only on a terminal), or the caller's callback."""
+
+    def __init__(self, progress: ProgressLike, label: str, total: int, done: int) -> None:
+        self.callback: ProgressCallback | None = progress if callable(progress) else None
+        self.total, self.done = total, done
+        self._bar: Any = None
+        if progress is True and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+                                 TimeRemainingColumn(), transient=True, console=Console(stderr=True))
+            self._task = self._bar.add_task("trials", total=total, completed=done)
+            self._bar.start()
+
+    def chunk(self, base: int) -> Callable[[int, int], None]:
+        """Progress callback for one chunk whose trials start at *base* trials done."""
+        def report(k: int, n: int) -> None:
+            self.update(base + k)
+        return report
+
+    def update(self, done: int) -> None:
+        self.done = done
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+        if self.callback is not None:
+            self.callback(done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -------------------------------------------------------------------- parts (resume)
+class _Parts:
+    """``OUT.parts/``: finished chunks of one run, tied to it by the run's fingerprint."""
+
+    def __init__(self, folder: Path, fingerprint: str, connectome: Connectome) -> None:
+        self.folder, self.fingerprint, self.connectome = folder, fingerprint, connectome
+        self.stamp = folder / "RUN.json"
+
+    def load(self, resume: bool) -> list[SpikeResult]:
+        """Finished parts of this run (none when not resuming or when they belong to another run)."""
+        if not (resume and self.stamp.is_file()):
+            return []
+        try:
+            said = json.loads(self.stamp.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            said = None
+        if said != self.fingerprint:
+            log.info("%s holds parts of another run (other experiment, data, engine or options): starting again",
+                     self.folder)
+            return []
+        done = []
+        for part in sorted(self.folder.glob("trials-*.parquet")):
+            try:
+                done.append(SpikeResult.read_parquet(part, self.connectome.flywire_ids))
+            except DataError as exc:
+                raise DataError(f"{exc}; this part of an interrupted run is damaged: delete {self.folder} "
+                                "or start again without resuming (resume=False, --no-resume)") from None
+        return done
+
+    def start(self) -> None:
+        """Empty the folder (parts of another run) and stamp it with this run's fingerprint."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        atomic_write(self.stamp, lambda tmp: tmp.write_text(
+            json.dumps({"fingerprint": self.fingerprint, "format": PARTS_FORMAT}), encoding="utf-8"))
+
+    def write(self, result: SpikeResult) -> None:
+        trials = result.trials
+        result.write_parquet(self.folder / f"trials-{trials[0]:05d}-{trials[-1]:05d}.parquet")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -------------------------------------------------------------------- provenance and writing
+def _provenance(result: SpikeResult, experiment: Experiment, connectome: Connectome, engine: Engine,
+                timings: dict[str, float], wall_s: float) -> None:
+    meta = dict(result.meta)
+    meta.update({
+        "experiment": experiment.to_dict(),
+        "engine": engine.name,
+        "engine_options": engine.options.to_dict(),
+        "connectome": {
+            "name": connectome.name,
+            "label": connectome.label,
+            "digest": connectome.content_digest,
+            "synthetic": bool(connectome.synthetic),
+            "n_neurons": connectome.n_neurons,
+            "n_connections": connectome.n_connections,
+        },
+        "brainfly_version": __version__,
+        "timings": timings or dict(meta.get("timings") or {}),
+        "wall_s": wall_s,
+    })
+    result.meta = meta
+
+
+def _write_outputs(result: SpikeResult, paths: dict[str, Path]) -> None:
+    front = result.propagation_front()
+    written = {"spikes": str(paths["spikes"]), "rates": str(paths["rates"])}
+    if front is not None:
+        written["front"] = str(paths["front"])
+    result.meta["outputs"] = written
+    result.write_parquet(paths["spikes"])
+    rates = result.rates(names=True)
+    atomic_write(paths["rates"], lambda tmp: rates.to_csv(tmp, index=False))
+    if front is not None:
+        atomic_write(paths["front"], lambda tmp: front.to_parquet(tmp, index=False))
+
+
+# -------------------------------------------------------------------- the runner
+def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine = "event",
+        out: str | Path | None = None, *, resume: bool = True, overwrite: bool = False,
+        progress: ProgressLike = True, chunk_trials: int | None = None, **engine_options: Any) -> SpikeResult:
+    """Run an experiment on one engine: the one way to run.
+
+    Parameters
+    ----------
+    experiment : Experiment, str or Path
+        An :class:`~brainfly.experiment.Experiment`, a built-in name (``sugar``, ``p9``)
+        or an experiment TOML file.
+    data : Connectome, str or Path, optional
+        A loaded connectome, a folder holding the canonical files, or a dataset name
+        (``flywire-783``, ``flywire-630``, ``synthetic``). Default: ``$BRAINFLY_DATA``,
+        else the best available.
+    engine : str or Engine
+        Engine name (see ``brainfly.engines``) or an engine instance. Default ``event``.
+    out : str or Path, optional
+        Spike file (``.parquet``) to write, with ``*_rates.csv`` and (where the engine
+        records it) ``*_front.parquet`` beside it. None: in memory only.
+    resume : bool
+        Reuse the finished chunks of an interrupted run of the same experiment, data,
+        engine and options (``OUT.parts/``).
+    overwrite : bool
+        Replace a finished result at *out* (refused otherwise).
+    progress : bool or callable
+        A progress bar on stderr (when it is a terminal), or ``callback(done, total)``
+        called with trials done.
+    chunk_trials : int, optional
+        Trials per chunk (default: the engine's ``trials_per_chunk``).
+    **engine_options
+        Options of the engine (validated; an unknown one is refused listing the valid ones).
+
+    Returns
+    -------
+    SpikeResult
+        All trials, with the provenance in ``meta`` (``experiment``, ``engine``,
+        ``engine_options``, ``versions``, ``connectome`` with its ``digest``,
+        ``timings``, ``wall_s``).
+
+    Raises
+    ------
+    ValidationError, UnknownNeuronError, UnknownEngineError, EngineUnavailable, DataError
+        Before any simulation work and before anything is written.
+
+    Examples
+    --------
+    >>> import brainfly                                                  # doctest: +SKIP
+    >>> exp = brainfly.Experiment(name="p9", stimulate={"P9": 100}, n_trials=10)  # doctest: +SKIP
+    >>> res = brainfly.run(exp, data="synthetic", out="p9.parquet")      # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    exp = resolve_experiment(experiment)
+    eng = resolve_engine(engine, engine_options)
+    eng.check_available()
+    if chunk_trials is not None and (isinstance(chunk_trials, bool) or not isinstance(chunk_trials, int)
+                                     or chunk_trials < 1):
+        raise ValidationError(f"run: chunk_trials must be an integer >= 1 (got {chunk_trials!r})")
+    paths = output_paths(out) if out is not None else None
+    if paths is not None:
+        _check_out(paths["spikes"], overwrite)
+    net = resolve_data(data, progress=progress is True)
+    sim = eng.prepare(net, exp)  # unknown neurons, unsupported features: refused here, nothing written
+
+    per_chunk = chunk_trials or max(1, int(eng.trials_per_chunk))
+    chunks = [list(range(k, min(k + per_chunk, exp.n_trials))) for k in range(0, exp.n_trials, per_chunk)]
+    parts = _Parts(paths["parts"], run_fingerprint(exp, net, eng), net) if paths is not None else None
+    done = parts.load(resume) if parts is not None else []
+    finished = {k for p in done for k in p.trials}
+    todo = [c for c in chunks if not set(c) <= finished]
+    if done:
+        log.info("resuming: %d of %d trial(s) already done in %s", len(finished), exp.n_trials, parts.folder)
+    elif parts is not None and todo:
+        parts.start()
+
+    timings: dict[str, float] = {}
+    bar = _Progress(progress, f"{eng.name} {exp.name}", exp.n_trials, len(finished)) if progress else None
+    try:
+        for chunk in todo:
+            base = bar.done if bar is not None else 0
+            part = eng.run_prepared(sim, chunk, bar.chunk(base) if bar is not None else None)
+            for key, value in (part.meta.get("timings") or {}).items():
+                timings[key] = timings.get(key, 0.0) + float(value)
+            if parts is not None:
+                parts.write(part)
+            done.append(part)
+            if bar is not None:
+                bar.update(base + len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    result = merge_results(done)
+    _provenance(result, exp, net, eng, timings, time.perf_counter() - t0)
+    if paths is not None:
+        t_write = time.perf_counter()
+        _write_outputs(result, paths)
+        parts.remove()
+        result.meta["write_s"] = time.perf_counter() - t_write  # in memory only: the file is written
+    return result
+
+
+def run_many(experiments: Sequence[ExperimentLike], data: DataLike = None, engine: str | Engine = "event", *,
+             progress: ProgressLike = True, **engine_options: Any) -> list[SpikeResult]:
+    """Run several conditions on one connectome and one engine, in memory.
+
+    The engine runs them together where it can (``batch`` capability: the event engine
+    spreads them over threads, torch puts them in one batch). Every condition is checked
+    before any runs.
+
+    Parameters
+    ----------
+    experiments : sequence of Experiment, str or Path
+    data, engine, progress, **engine_options
+        As for :func:`run`.
+
+    Returns
+    -------
+    list of SpikeResult
+        One per condition, in order, each with its provenance in ``meta``.
+    """
+    t0 = time.perf_counter()
+    exps = [resolve_experiment(e) for e in experiments]
+    if not exps:
+        raise ValidationError("run_many: experiments is empty; give at least one experiment")
+    eng = resolve_engine(engine, engine_options)
+    eng.check_available()
+    net = resolve_data(data, progress=progress is True)
+    total = sum(e.n_trials for e in exps)
+    bar = _Progress(progress, f"{eng.name} {len(exps)} conditions", total, 0) if progress else None
+    try:
+        results = eng.run_many(net, exps, progress=bar.chunk(0) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    for exp, res in zip(exps, results):
+        _provenance(res, exp, net, eng, dict(res.meta.get("timings") or {}), wall)
+    return results
+
