@@ -11,7 +11,6 @@ writes data/ground-truth-comparison.json and a figure beside it. See ``--help``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 import sys
 
@@ -20,16 +19,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from brainfly.compare import add_compare_arguments, run_compare_from_args  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and run the comparison."""
-    parser = argparse.ArgumentParser(prog="compare_ground_truth.py",
-                                     description="compare engines' saved spikes with Brian2's")
-    add_compare_arguments(parser)
-    return run_compare_from_args(parser.parse_args(argv))
-
+from brainfly.compare_command import main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(prog="compare_ground_truth.py"))

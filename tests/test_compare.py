@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 
 from brainfly.compare import (
-    SCHEMA_VERSION, THRESHOLDS, VERDICT_TABLE_MD, Comparison, active_set_overlap, add_compare_arguments,
-    compare_results, first_divergence, input_fingerprint, neuron_rate_matrix, pearson, rankdata,
-    rate_standard_error, run_compare_from_args, spearman, spikes_file_name, within_se_share,
+    SCHEMA_VERSION, VERDICT_TABLE_MD, Comparison, compare_results, comparison_document, fill_names, input_fingerprint,
+    thresholds_dict, verdict_table_markdown,
 )
+from brainfly.compare_command import add_compare_arguments, run_compare_from_args
+from brainfly.errors import ValidationError
+from brainfly.metrics import TOLERANCES, Tolerance, first_divergence
 from brainfly.results import SpikeResult
+from brainfly.store import load_run, spikes_file_name
 
-REFERENCE_V630 = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference-v630"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_V630 = ROOT.parent / "shared" / "data" / "reference-v630"
 FIDS = np.arange(1000, 1040, dtype=np.int64)
 
 
@@ -41,32 +45,7 @@ def poisson_like(seed, rates_hz, n_trials=4, n_steps=10_000, scale=1.0, **kw):
 RATES = np.r_[np.linspace(2, 80, 30), np.zeros(10)]
 
 
-# ------------------------------------------------------------------ statistics pieces
-def test_rank_and_correlations_match_scipy():
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 5, 50).astype(float)
-    b = a + rng.normal(0, 1, 50)
-    assert np.allclose(rankdata(a), stats.rankdata(a))
-    assert pearson(a, b) == pytest.approx(stats.pearsonr(a, b)[0])
-    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0])
-    assert np.isnan(pearson(np.ones(3), np.arange(3.0)))
-
-
-def test_overlap_rates_and_standard_error():
-    ov = active_set_overlap(np.array([1, 2, 3]), np.array([2, 3, 4, 5]))
-    assert ov["jaccard"] == pytest.approx(2 / 5) and ov["precision"] == 0.5 and ov["recall"] == pytest.approx(2 / 3)
-    assert ov["only_reference"].tolist() == [1] and ov["only_candidate"].tolist() == [4, 5]
-    r = make([0, 0, 1], [3, 3, 5], [1, 2, 3], trials=(0, 1), n_steps=10_000)
-    fids, rates = neuron_rate_matrix(r)
-    assert fids.tolist() == [1003, 1005] and rates.tolist() == [[2.0, 0.0], [0.0, 1.0]]
-    _, rates = neuron_rate_matrix(r, np.array([1003, 1004]), t_run=2.0)
-    assert rates.tolist() == [[1.0, 0.0], [0.0, 0.0]]
-    se = rate_standard_error(np.array([[10.0, 0.0], [12.0, 0.0]]), n_cand=2, t_run=1.0)
-    assert se[0] == pytest.approx(np.std([10, 12], ddof=1) * 1.0) and se[1] == pytest.approx(1.0)
-    assert within_se_share(np.array([10.0, 0.0]), np.array([10.5, 5.0]), se) == 0.5
-
-
+# ------------------------------------------------------------------ input fingerprints
 def test_input_fingerprint_needs_kind_and_detail():
     assert input_fingerprint(make([], [], [], inp="schedule:ab12")) == "schedule:ab12"
     for value in (None, "PoissonInput", "schedule", "", "poisson:"):
@@ -82,6 +61,18 @@ def test_identical_with_same_input_is_match_with_identity():
     assert c.spike_ratio == 1.0 and c.jaccard == 1.0 and c.pearson == pytest.approx(1.0)
     assert c.within_3se == 1.0 and c.median_abs_pct_diff == 0.0
     json.dumps(c.to_dict())
+
+
+def test_comparison_carries_its_rates_but_the_json_does_not():
+    ref = poisson_like(1, RATES)
+    c = compare_results(ref, poisson_like(2, RATES, engine="event"))
+    assert c.rates.flywire_ids.size == c.n_union and c.rates.reference.shape == (4, c.n_union)
+    d = c.to_dict()
+    assert "rates" not in d and "reference_file" not in d and "candidate_file" not in d
+    doc = comparison_document([c], [{"engine": "x", "experiment": "exp", "t_run": 1.0, "n_run": 4,
+                                     "reason": "why", "path": Path("a")}])
+    assert doc["summary"]["event"][c.verdict] == 1 and doc["missing"][0]["path"] == "a"
+    assert json.loads(json.dumps(doc))["comparisons"][0]["verdict"] == c.verdict
 
 
 def test_shifted_spike_gives_first_divergence():
@@ -136,7 +127,24 @@ def test_no_spikes_edge_cases():
 
 def test_thresholds_table_documented():
     assert "| MATCH |" in VERDICT_TABLE_MD and "| DEVIATED |" in VERDICT_TABLE_MD
-    assert f"{THRESHOLDS.match_pearson:g}" in VERDICT_TABLE_MD
+    assert f"{TOLERANCES['match'].pearson:g}" in VERDICT_TABLE_MD
+    assert VERDICT_TABLE_MD.strip() in (ROOT / "README.md").read_text(encoding="utf-8")  # the README shows the rules
+    assert thresholds_dict() == {  # the JSON's thresholds, schema version 1
+        "match_ratio_tol": 0.05, "match_jaccard": 0.9, "match_pearson": 0.98, "match_within_3se": 0.95,
+        "close_ratio_tol": 0.15, "close_jaccard": 0.75, "close_pearson": 0.9, "close_within_3se": 0.8, "n_se": 3.0}
+
+
+def test_limits_from_the_table_decide():
+    """Looser limits than the table's turn a CLOSE into a MATCH; the limits must share n_se."""
+    ref = poisson_like(7, RATES, n_trials=8)
+    cand = poisson_like(8, RATES, n_trials=8, scale=0.9, engine="torch")
+    assert compare_results(ref, cand).verdict == "CLOSE"
+    loose = Tolerance(pearson=0.5, jaccard=0.5, within_se=0.5, spike_ratio_tol=0.5)
+    c = compare_results(ref, cand, match=loose)
+    assert c.verdict == "MATCH" and c.limits["match_ratio_tol"] == 0.5
+    assert "1 ± 0.5," not in verdict_table_markdown() and "1 ± 0.5," in verdict_table_markdown(loose)
+    with pytest.raises(ValidationError, match="n_se"):
+        compare_results(ref, cand, close=Tolerance(pearson=0.9, jaccard=0.75, within_se=0.8, n_se=2.0))
 
 
 # ------------------------------------------------------------------ the paper's own output files
@@ -146,8 +154,6 @@ needs_v630 = pytest.mark.skipif(not (REFERENCE_V630 / "sugarR.parquet").exists()
 
 @needs_v630
 def test_paper_files_200_vs_100_hz_deviate_and_self_matches():
-    from brainfly.compare import load_run
-
     hi = load_run(REFERENCE_V630 / "sugarR.parquet", 1.0, "brian2")
     lo = load_run(REFERENCE_V630 / "sugarR_100Hz.parquet", 1.0, "brian2-100")
     assert hi.n_steps == 10_000 and hi.n_trials == 30
@@ -222,8 +228,6 @@ def test_nothing_to_compare_is_an_error(tmp_path):
 
 
 def test_fill_names_is_pure():
-    from brainfly.compare import fill_names
-
     ref = poisson_like(5, RATES)
     c = compare_results(ref, poisson_like(6, RATES, scale=0.5), top=3)
     fill_names([c], {row["flywire_id"]: f"N{row['flywire_id']}" for row in c.top_deviating})

@@ -1,18 +1,26 @@
 """Figures: benchmark speed, and engine-vs-reference comparisons (matplotlib, Agg backend).
 
-Every function writes one PNG (folders created, written atomically) and returns its
-path; matplotlib is imported inside the functions, so ``import brainfly`` stays light.
+Each function takes the data it draws (the benchmark's rows, the comparisons with their
+rates, the spikes of a diverging pair) and computes nothing: the numbers come from
+:mod:`brainfly.store`, :mod:`brainfly.metrics` and :mod:`brainfly.compare`. Each writes
+one image (folders created, written atomically) and returns its path. matplotlib is an
+optional heavy import, made on first drawing, so that importing this module stays light.
 A synthetic connectome is said so in the titles.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Sequence
 
 import numpy as np
 
+from ._io import atomic_write
+from .store import format_t_run
+
 __all__ = ["plot_benchmark", "plot_comparisons"]
+
+_VERDICT_COLORS = {"MATCH": "tab:green", "CLOSE": "tab:orange"}
 
 
 def _pyplot() -> Any:
@@ -25,24 +33,35 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from ._io import atomic_write
-
     path = Path(path)
-    plt = _pyplot()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix[1:] or "png"))
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
-def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = None) -> Path:
+def _plain_log_axes(ax: Any, xlabel: str, ylabel: str) -> None:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_benchmark(rows: Any, out: str | Path, *, experiment: str | None = None) -> Path:
     """Simulation time and real-time ratio vs duration and vs trials, per engine (log scales).
 
     Parameters
     ----------
-    results : str, Path or pandas.DataFrame
-        The benchmark CSV (or its frame); only rows with status ``ok`` are drawn.
+    rows : pandas.DataFrame
+        The benchmark's rows as :func:`brainfly.store.read_results` reads them (numeric
+        columns parsed); only rows with status ``ok`` are drawn.
     out : str or Path
-        PNG to write.
+        Image to write (PNG by its suffix).
     experiment : str, optional
         Only this experiment (default: the most frequent one).
 
@@ -50,22 +69,12 @@ def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = No
     -------
     Path
     """
-    import pandas as pd
-
     plt = _pyplot()
-    if isinstance(results, (str, Path)):
-        from .bench.grid import read_results
-
-        frame = read_results(results)
-    else:
-        frame = results.copy()
-    frame = frame[frame["status"] == "ok"].copy()
+    frame = rows[rows["status"] == "ok"]
     if experiment is None and len(frame):
         experiment = frame["experiment"].mode().iloc[0]
     if experiment is not None:
         frame = frame[frame["experiment"] == experiment]
-    for col in ("t_run", "n_run", "sim_s", "realtime_ratio"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
     frame = frame.dropna(subset=["t_run", "n_run", "sim_s"])
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     engines = sorted(frame["engine"].unique()) if len(frame) else []
@@ -86,21 +95,12 @@ def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = No
                           alpha=0.35 + 0.65 * (j + 1) / len(values), label=f"{e} {label(value)}")
                 axes[0, col].plot(s[x], s["sim_s"], **kw)
                 axes[1, col].plot(s[x], s["realtime_ratio"], **kw)
-    from matplotlib.ticker import FuncFormatter
-
+    ratio = "real-time ratio (t_run·n_run / sim time)"
     for ax, xl, yl in ((axes[0, 0], "simulated duration t_run (s)", "simulation time (s)"),
                        (axes[0, 1], "trials n_run", "simulation time (s)"),
-                       (axes[1, 0], "simulated duration t_run (s)", "real-time ratio (t_run·n_run / sim time)"),
-                       (axes[1, 1], "trials n_run", "real-time ratio (t_run·n_run / sim time)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+                       (axes[1, 0], "simulated duration t_run (s)", ratio),
+                       (axes[1, 1], "trials n_run", ratio)):
+        _plain_log_axes(ax, xl, yl)
     for ax in axes[1]:
         ax.axhline(1.0, color="grey", lw=1, ls="--")
     if t_values:
@@ -109,12 +109,9 @@ def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = No
     if n_values:
         for ax in axes[:, 1]:
             ax.set_xticks([float(n) for n in n_values])
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        axes[0, 0].legend(fontsize=7, ncol=2)
-    handles, labels = axes[0, 1].get_legend_handles_labels()
-    if handles:
-        axes[0, 1].legend(fontsize=7, ncol=2)
+    for ax in axes[0]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
     title = f"brainfly benchmark: {experiment or ''}"
     if len(frame) and "synthetic" in frame and frame["synthetic"].astype(str).str.lower().eq("true").any():
         title += "  [SYNTHETIC connectome]"
@@ -126,57 +123,42 @@ def plot_benchmark(results: Any, out: str | Path, *, experiment: str | None = No
     return _save(fig, out)
 
 
-def _rates(result: Any, t_run: float) -> dict[int, float]:
-    from .compare import neuron_rate_matrix
-
-    fids, rates = neuron_rate_matrix(result, t_run=t_run)
-    mean = rates.mean(axis=0) if rates.shape[0] else np.zeros(fids.size)
-    return dict(zip(fids.tolist(), mean.tolist()))
-
-
-def plot_comparisons(comparisons: Iterable[Any], loaded: Mapping[tuple, Any], out: str | Path,
-                     *, max_panels: int = 12) -> Path:
+def plot_comparisons(comparisons: Sequence[Any], out: str | Path, *, raster: tuple[Any, Any, Any] | None = None,
+                     max_panels: int = 12) -> Path:
     """Rate-vs-rate scatter per comparison, plus a raster of the first diverging region.
 
     Parameters
     ----------
-    comparisons : iterable of Comparison
-    loaded : mapping (engine, experiment, t_run key, n_run) -> SpikeResult
-        As returned by :func:`brainfly.compare.compare_saved_runs`.
+    comparisons : sequence of Comparison
+        As :func:`brainfly.compare.compare_results` returns them: each panel draws its
+        ``rates`` (the mean rates of both runs over the union of their active neurons,
+        :class:`brainfly.metrics.PairedRates`) coloured by its ``verdict``; a comparison
+        without rates gets an empty panel.
     out : str or Path
-        PNG to write.
-    """
-    from .compare import format_t_run
+        Image to write (PNG by its suffix).
+    raster : (Comparison, SpikeResult, SpikeResult), optional
+        A comparison with a ``first_divergence`` and its reference's and candidate's spikes:
+        drawn as a raster around the divergence in one more panel.
+    max_panels : int
+        Scatter panels at most.
 
+    Returns
+    -------
+    Path
+    """
     plt = _pyplot()
     comps = list(comparisons)[:max_panels]
-    diverged = next((c for c in comps if c.first_divergence), None)
-    n_panels = len(comps) + (1 if diverged is not None else 0)
+    n_panels = len(comps) + (1 if raster is not None else 0)
     ncols = min(3, max(n_panels, 1))
     nrows = max(1, int(np.ceil(n_panels / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.3 * nrows), squeeze=False)
     flat = axes.ravel()
-
-    def find(engine: str, c: Any, n_trials: int) -> Any:
-        key = (engine, c.experiment, format_t_run(c.t_run), n_trials)
-        if key in loaded:
-            return loaded[key]
-        for k, v in loaded.items():
-            if k[0] == engine and k[1] == c.experiment and k[2] == format_t_run(c.t_run):
-                return v
-        return None
-
     for ax, c in zip(flat, comps):
-        ref = find(c.reference_engine, c, c.n_trials_reference)
-        cand = find(c.candidate_engine, c, c.n_trials_candidate)
-        if ref is None or cand is None:
+        if c.rates is None:
             ax.set_axis_off()
             continue
-        r, k = _rates(ref, c.t_run), _rates(cand, c.t_run)
-        union = sorted(set(r) | set(k))
-        x = np.array([r.get(f, 0.0) for f in union])
-        y = np.array([k.get(f, 0.0) for f in union])
-        ax.scatter(x, y, s=6, alpha=0.6, color={"MATCH": "tab:green", "CLOSE": "tab:orange"}.get(c.verdict, "tab:red"))
+        x, y = c.rates.reference_mean, c.rates.candidate_mean
+        ax.scatter(x, y, s=6, alpha=0.6, color=_VERDICT_COLORS.get(c.verdict, "tab:red"))
         hi = max(float(x.max()) if x.size else 1.0, float(y.max()) if y.size else 1.0, 1.0) * 1.05
         ax.plot([0, hi], [0, hi], color="grey", lw=1, ls="--")
         ax.set_xlim(0, hi)
@@ -188,11 +170,9 @@ def plot_comparisons(comparisons: Iterable[Any], loaded: Mapping[tuple, Any], ou
                      f"{c.experiment} t={format_t_run(c.t_run)}s n={c.n_trials_candidate}; r={pear}, "
                      f"ratio {c.spike_ratio:.2f}", fontsize=9)
     used = len(comps)
-    if diverged is not None:
-        ax = flat[used]
+    if raster is not None:
+        _raster(flat[used], *raster)
         used += 1
-        _raster(ax, diverged, find(diverged.reference_engine, diverged, diverged.n_trials_reference),
-                find(diverged.candidate_engine, diverged, diverged.n_trials_candidate))
     for ax in flat[used:]:
         ax.set_axis_off()
     title = "brainfly: engines vs ground truth (Brian2)"
@@ -204,29 +184,25 @@ def plot_comparisons(comparisons: Iterable[Any], loaded: Mapping[tuple, Any], ou
 
 
 def _raster(ax: Any, c: Any, ref: Any, cand: Any, window_steps: int = 200, max_neurons: int = 40) -> None:
+    """Spikes of both runs in the trial of the first divergence, ±window_steps around it."""
     d = c.first_divergence
-    if ref is None or cand is None:
-        ax.set_axis_off()
-        return
     lo, hi = d["step"] - window_steps, d["step"] + window_steps
-    rows: dict[int, int] = {}
-    for res, color, dy in ((ref, "black", -0.15), (cand, "tab:red", 0.15)):
-        fids = res.flywire_ids[res.idx]
+    windows = []
+    for res in (ref, cand):
+        fids = np.asarray(res.flywire_ids, dtype=np.int64)[res.idx]
         sel = (res.trial == d["trial"]) & (res.step >= lo) & (res.step <= hi)
-        for f in np.unique(fids[sel]).tolist():
+        windows.append((fids[sel], res.step[sel] * res.dt_s * 1e3))
+    rows: dict[int, int] = {}
+    for fids, _ in windows:  # neurons in order of first spike in the window, reference first
+        for f in dict.fromkeys(fids.tolist()):
             if f not in rows and len(rows) < max_neurons:
                 rows[f] = len(rows)
-    if d["flywire_id"] not in rows:
-        rows[d["flywire_id"]] = len(rows)
-    for res, color, dy, name in ((ref, "black", -0.15, c.reference_engine), (cand, "tab:red", 0.15, c.candidate_engine)):
-        fids = res.flywire_ids[res.idx]
-        sel = (res.trial == d["trial"]) & (res.step >= lo) & (res.step <= hi)
-        xs, ys = [], []
-        for f, s in zip(fids[sel].tolist(), res.step[sel].tolist()):
-            if f in rows:
-                xs.append(s * res.dt_s * 1e3)
-                ys.append(rows[f] + dy)
-        ax.scatter(xs, ys, marker="|", s=60, color=color, label=name)
+    rows.setdefault(d["flywire_id"], len(rows))
+    for (fids, t_ms), color, dy, name in zip(windows, ("black", "tab:red"), (-0.15, 0.15),
+                                             (c.reference_engine, c.candidate_engine)):
+        shown = np.array([f in rows for f in fids.tolist()], dtype=bool)
+        ys = [rows[f] + dy for f in fids[shown].tolist()]
+        ax.scatter(t_ms[shown], ys, marker="|", s=60, color=color, label=name)
     ax.axvline(d["t"] * 1e3, color="tab:blue", lw=1, ls=":")
     ax.set_xlabel(f"time (ms), trial {d['trial']}")
     ax.set_ylabel("neuron (first to spike in the window first)")
