@@ -16,16 +16,14 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from brainfly.bench import (
-    CSV_COLUMNS, TARGETS, BenchConfig, BenchTarget, build_grid, parse_target, run_bench, upsert_row,
-)
+from brainfly.bench import TARGETS, BenchConfig, build_grid, parse_target, run_bench
 from brainfly.bench.hardware import hardware_info, software_versions
-from brainfly.compare import format_t_run, parse_spikes_file_name, spikes_file_name
 from brainfly.connectome import Connectome
-from brainfly.engines.base import Engine, register_engine
+from brainfly.engines.base import Engine, EngineOutput, RunRecord, register_engine
 from brainfly.errors import EngineUnavailable, ValidationError
 from brainfly.experiment import Experiment, StimulusSet
 from brainfly.results import SpikeResult
+from brainfly.store import spikes_file_name
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the test engines are registered in-process (fork)")
 
@@ -34,40 +32,25 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the test engine
 class _Base(Engine):
     capabilities: ClassVar[frozenset[str]] = frozenset({"poisson", "schedule", "silencing", "multi_rate"})
 
-    def spikes(self, sim, trials):
+    def spikes(self, sim, trials, record):
         kicks = sim.kicks(trials)  # every kick makes its neuron spike, one step later
-        step = np.minimum(kicks.step + 1, sim.n_steps - 1)
-        return SpikeResult(kicks.trial, kicks.idx, step, sim.connectome.flywire_ids, trials, sim.n_steps,
-                           sim.params.dt_s, sim.experiment.name, engine=self.name,
-                           connectome_label=sim.connectome.label, synthetic=sim.connectome.synthetic)
+        return EngineOutput(kicks.trial, kicks.idx, np.minimum(kicks.step + 1, sim.n_steps - 1), record)
 
 
 class QuickEngine(_Base):
     name: ClassVar[str] = "test-quick"
 
     def simulate(self, sim, trials, progress=None):
-        result = self.spikes(sim, trials)
-        result.meta["timings"] = {"setup_s": 0.01, "build_s": 0.02, "sim_s": 0.25}
         if progress:
             progress(len(trials), len(trials))
-        return result
+        return self.spikes(sim, trials, RunRecord(setup_s=0.01, build_s=0.02, sim_s=0.25))
 
 
 class UntimedEngine(_Base):
     name: ClassVar[str] = "test-untimed"
 
     def simulate(self, sim, trials, progress=None):
-        return self.spikes(sim, trials)
-
-
-class LoopTimedEngine(_Base):
-    name: ClassVar[str] = "test-looptimed"
-
-    def simulate(self, sim, trials, progress=None):
-        result = self.spikes(sim, trials)
-        time.sleep(0.05)
-        result.meta["simulate_s"] = 0.001
-        return result
+        return self.spikes(sim, trials, RunRecord())
 
 
 class CrashEngine(_Base):
@@ -101,8 +84,7 @@ class HangEngine(_Base):
 class MissingEngine(_Base):
     name: ClassVar[str] = "test-missing"
 
-    @classmethod
-    def is_available(cls):
+    def is_available(self):
         return False, "no such GPU here"
 
     def simulate(self, sim, trials, progress=None):  # pragma: no cover - never called
@@ -116,7 +98,7 @@ class NoDeviceEngine(_Base):
         raise EngineUnavailable("CUDA device requested but none is visible")
 
 
-_TEST_ENGINES = (QuickEngine, UntimedEngine, LoopTimedEngine, CrashEngine, OomEngine, RaiseEngine, HangEngine, MissingEngine,
+_TEST_ENGINES = (QuickEngine, UntimedEngine, CrashEngine, OomEngine, RaiseEngine, HangEngine, MissingEngine,
                  NoDeviceEngine)
 
 
@@ -154,18 +136,7 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
-# ------------------------------------------------------------------ naming and grid
-def test_file_naming_one_spelling():
-    assert [format_t_run(t) for t in (0.1, 1, 1.0, 10.0, 1000)] == ["0.1", "1", "1", "10", "1000"]
-    name = spikes_file_name("torch-cuda", "sugar", 1000.0, 32)
-    assert name == "torch-cuda_sugar_t1000_n32.parquet"
-    assert parse_spikes_file_name(name) == {"engine": "torch-cuda", "experiment": "sugar", "t_run": 1000.0,
-                                            "n_run": 32}
-    assert parse_spikes_file_name("brian2_sugar_100Hz_t0.1_n1.parquet")["experiment"] == "sugar_100Hz"
-    with pytest.raises(ValidationError):
-        spikes_file_name("bad_label", "sugar", 1, 1)
-
-
+# ------------------------------------------------------------------ grid
 def test_grid_order_and_targets():
     targets = [parse_target("event"), parse_target("brian2:codegen_target=cython")]
     assert targets[1].label == "brian2-cython" and targets[1].options_dict == {"codegen_target": "cython"}
@@ -187,24 +158,6 @@ def test_hardware_and_versions():
     hw = hardware_info()
     assert hw["cpu_cores"] >= 1 and hw["cpu_model"] and hw["gpu"]
     assert {"python", "brainfly", "numpy"} <= set(software_versions())
-
-
-# ------------------------------------------------------------------ CSV upsert
-def test_upsert_replaces_same_key_and_keeps_others(tmp_path):
-    path = tmp_path / "r.csv"
-    base = {"engine": "event", "experiment": "sugar", "t_run": 0.1, "n_run": 1, "status": "ok", "sim_s": 1.0}
-    upsert_row(path, base)
-    upsert_row(path, {**base, "n_run": 4, "sim_s": 2.0})
-    upsert_row(path, {**base, "t_run": "0.10", "sim_s": 3.0})  # same key, other spelling
-    rows = read_csv(path)
-    assert list(rows[0]) == list(CSV_COLUMNS)
-    assert [(r["t_run"], r["n_run"], r["sim_s"]) for r in rows] == [("0.1", "1", "3.0"), ("0.1", "4", "2.0")]
-    # a skipped row does not erase a measurement; a failure does replace it
-    assert not upsert_row(path, {**base, "status": "skipped", "reason": "no GPU"})
-    upsert_row(path, {**base, "status": "timeout", "reason": "slow"})
-    rows = read_csv(path)
-    assert [r["status"] for r in rows] == ["timeout", "ok"]
-    assert not list(tmp_path.glob(".*part"))  # atomic write leaves no temporary file
 
 
 # ------------------------------------------------------------------ the grid survives
@@ -242,19 +195,14 @@ def test_grid_survives_crash_hang_failure_and_reports_skips(tiny, tmp_path):
     assert "test-hang t=0.01s n=1: timeout" in log_text and "not registered" in log_text
 
 
-def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
+def test_spikes_saved_under_the_one_name(tiny, tmp_path):
     net, exp = tiny
-    cfg = config(tmp_path, exp, ["test-untimed", "test-quick", "test-looptimed"], t_runs=(0.01, 0.02), n_runs=(2,),
+    cfg = config(tmp_path, exp, ["test-untimed", "test-quick"], t_runs=(0.01, 0.02), n_runs=(2,),
                  plot=True, save_spikes=True)
     rows = run_bench(cfg, net)
     assert all(r["status"] == "ok" for r in rows)
-    untimed = rows[0]
-    assert untimed["timings_source"] == "measured" and untimed["setup_s"] == 0.0 and untimed["sim_s"] > 0
-    loop = rows[-1]
-    assert loop["timings_source"] == "engine-sim" and loop["sim_s"] == 0.001 and loop["setup_s"] >= 0.04
-    assert loop["total_s"] == pytest.approx(loop["setup_s"] + loop["sim_s"])
-    for p in (tmp_path / "results").glob("test-looptimed*"):
-        p.unlink()
+    untimed = rows[0]  # an engine that timed nothing: no real-time ratio, no division by zero
+    assert untimed["timings_source"] == "engine" and untimed["sim_s"] == 0.0 and untimed["realtime_ratio"] is None
     expected = {spikes_file_name(lbl, "tinyexp", t, 2) for lbl in ("test-untimed", "test-quick") for t in (0.01, 0.02)}
     assert {p.name for p in (tmp_path / "results").glob("*.parquet")} == expected
     saved = SpikeResult.read_parquet(tmp_path / "results" / "test-quick_tinyexp_t0.02_n2.parquet")
@@ -274,7 +222,7 @@ def test_spikes_saved_under_the_one_name_and_timings_fallback(tiny, tmp_path):
     rows3 = run_bench(cfg3, net)
     assert [r["status"] for r in rows3] == ["ok"] * 4
     after = {(r["engine"], r["t_run"]): r["timestamp"] for r in read_csv(cfg.csv_path)}
-    assert all(after[k] == v for k, v in before.items()) and len(after) == 8
+    assert all(after[k] == v for k, v in before.items()) and len(after) == 6
     assert "already measured" in cfg3.log_file.read_text()
 
 

@@ -66,8 +66,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "peak_gpu_mb",      # peak GPU memory, MiB: the engine's meta, else PyTorch's CUDA peak (empty if none)
     "wall_s",           # wall time of the whole worker process (start to result)
     "load_s",           # loading the connectome in the parent (once per benchmark)
-    "timings_source",   # engine (meta["timings"]) | engine-sim (engine timed its loop only;
-                        # setup = the rest of engine.run) | measured (all of engine.run as sim)
+    "timings_source",   # engine (the engine's run record); older rows: engine-sim (the engine timed
+                        # its loop only) or measured (all of engine.run counted as sim)
     "engine_name",      # registered engine name
     "engine_options",   # JSON of the options given to the engine
     "device",           # device the engine reported (e.g. cuda:0), if any

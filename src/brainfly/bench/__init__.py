@@ -1,17 +1,17 @@
 """The benchmark: engines x durations x trials, each point in its own process, to a CSV.
 
 ``brainfly bench`` and the seed-compatible ``main.py`` both end in :func:`run_bench`.
-See :mod:`brainfly.bench.grid` for the grid, CSV and file layout, :mod:`.worker` for the
-per-point process with its time limit, :mod:`.hardware` for the machine description.
+See :mod:`brainfly.bench.grid` for the grid, :mod:`.worker` for the per-point process with
+its time limit, :mod:`.hardware` for the machine description, and :mod:`brainfly.store`
+for the CSV and the file names of saved spikes.
 """
 
 from __future__ import annotations
 
 from .command import add_bench_arguments, config_from_args, run_bench_from_args
 from .grid import (
-    CSV_COLUMNS, DEFAULT_CSV, DEFAULT_LOG_FILE, DEFAULT_N_RUNS, DEFAULT_RESULTS_DIR, DEFAULT_T_RUNS,
-    DEFAULT_TIMEOUT_S, TARGETS, BenchConfig, BenchTarget, GridPoint, build_grid, load_network, parse_target,
-    read_results, run_bench, upsert_row,
+    DEFAULT_LOG_FILE, DEFAULT_N_RUNS, DEFAULT_T_RUNS, DEFAULT_TIMEOUT_S, TARGETS, BenchConfig, BenchTarget, GridPoint,
+    build_grid, load_network, parse_target, run_bench,
 )
 from .hardware import hardware_info, software_versions
 from .worker import PointTask, run_point
@@ -27,14 +27,9 @@ __all__ = [
     "GridPoint",
     "build_grid",
     "parse_target",
-    "upsert_row",
-    "read_results",
     "load_network",
-    "CSV_COLUMNS",
     "DEFAULT_T_RUNS",
     "DEFAULT_N_RUNS",
-    "DEFAULT_CSV",
-    "DEFAULT_RESULTS_DIR",
     "DEFAULT_LOG_FILE",
     "DEFAULT_TIMEOUT_S",
     "hardware_info",

@@ -14,10 +14,12 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from ..errors import BrainflyError
+from ..errors import BrainflyError, ValidationError
+from ..experiment import load_experiment
+from ..store import DEFAULT_CSV, DEFAULT_RESULTS_DIR, format_t_run, spikes_file_name
 from .grid import (
-    DEFAULT_CSV, DEFAULT_LOG_FILE, DEFAULT_N_RUNS, DEFAULT_RESULTS_DIR, DEFAULT_T_RUNS, DEFAULT_TIMEOUT_S, TARGETS,
-    BenchConfig, BenchTarget, build_grid, parse_target, run_bench,
+    DEFAULT_LOG_FILE, DEFAULT_N_RUNS, DEFAULT_T_RUNS, DEFAULT_TIMEOUT_S, TARGETS, BenchConfig, BenchTarget, build_grid,
+    parse_target, run_bench,
 )
 
 __all__ = ["add_bench_arguments", "run_bench_from_args", "config_from_args", "targets_from_args"]
@@ -84,8 +86,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     BrainflyError
         Unknown experiment, impossible durations or trial counts, malformed targets.
     """
-    from ..experiment import load_experiment
-
     exp = load_experiment(args.experiment)
     if args.seed is not None:
         exp = exp.with_(seed=args.seed)
@@ -95,8 +95,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for point in build_grid(targets, t_runs, n_runs):
         exp.with_(t_run=point.t_run, n_trials=point.n_run)
     if not args.timeout > 0:
-        from ..errors import ValidationError
-
         raise ValidationError(f"bench --timeout: must be > 0 s (got {args.timeout})")
     return BenchConfig(
         targets=targets, t_runs=t_runs, n_runs=n_runs, experiment=exp,
@@ -109,8 +107,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def _print_grid(config: BenchConfig) -> None:
-    from ..compare import format_t_run, spikes_file_name
-
     points = build_grid(config.targets, config.t_runs, config.n_runs)
     exp = config.experiment
     print(f"benchmark grid: experiment {exp.name!r}, {len(points)} point(s), time limit {config.timeout_s:g} s "

@@ -4,7 +4,7 @@ Each grid point runs in its own process with a time limit (:mod:`.worker`); the 
 is loaded once by the parent. After every point, its row is upserted into the CSV
 (key: engine, experiment, n_run, t_run; written atomically) and its spikes are saved as
 ``{results_dir}/{engine}_{experiment}_t{t_run}_n{n_run}.parquet`` (see
-:func:`brainfly.compare.spikes_file_name`), so an interrupted benchmark keeps what it
+:func:`brainfly.store.spikes_file_name`), so an interrupted benchmark keeps what it
 measured and ``brainfly compare`` finds the spikes.
 
 Times are seconds from :func:`time.perf_counter`. ``realtime_ratio`` = simulated time
@@ -19,11 +19,8 @@ would fail too). ``--resume`` keeps the points already measured.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 import datetime as _dt
-import io
-import json
 import logging
 from pathlib import Path
 import signal
@@ -31,8 +28,18 @@ import threading
 import time
 from typing import Any, Iterable, Sequence
 
-from ..compare import format_t_run, spikes_file_name
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from ..connectome.datasets import load_connectome
+from ..engines.base import engine_names
 from ..errors import ValidationError, suggest
+from ..plots import plot_benchmark
+from ..store import (
+    DEFAULT_CSV, DEFAULT_RESULTS_DIR, format_t_run, read_results, read_rows, row_key, spikes_file_name, upsert_row,
+)
+from .hardware import hardware_info, hardware_summary, software_versions
 from .worker import PointTask, run_point
 
 __all__ = [
@@ -40,17 +47,12 @@ __all__ = [
     "TARGETS",
     "DEFAULT_T_RUNS",
     "DEFAULT_N_RUNS",
-    "DEFAULT_CSV",
-    "DEFAULT_RESULTS_DIR",
     "DEFAULT_LOG_FILE",
     "DEFAULT_TIMEOUT_S",
-    "CSV_COLUMNS",
     "GridPoint",
     "BenchConfig",
     "parse_target",
     "build_grid",
-    "read_results",
-    "upsert_row",
     "run_bench",
     "load_network",
 ]
@@ -59,53 +61,8 @@ log = logging.getLogger("brainfly.bench")
 
 DEFAULT_T_RUNS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
 DEFAULT_N_RUNS: tuple[int, ...] = (1, 4, 8, 16, 32)
-DEFAULT_CSV = Path("data/benchmark-results.csv")
-DEFAULT_RESULTS_DIR = Path("data/results")
 DEFAULT_LOG_FILE = DEFAULT_RESULTS_DIR / "benchmarks.log"
 DEFAULT_TIMEOUT_S = 1800.0
-
-#: Columns of the results CSV, in order (extra columns found in an existing file are kept).
-CSV_COLUMNS: tuple[str, ...] = (
-    "engine",           # benchmark label (e.g. torch-cuda); file names use it
-    "experiment",       # experiment name
-    "t_run",            # simulated duration of one trial, s (format_t_run spelling)
-    "n_run",            # number of trials
-    "status",           # ok | skipped | failed | crashed | timeout
-    "reason",           # why skipped/failed; empty when ok
-    "setup_s",          # engine setup: network construction, preparing inputs
-    "build_s",          # code generation and compilation
-    "sim_s",            # simulation proper (the always-on cost)
-    "total_s",          # wall time around engine.run in the worker
-    "realtime_ratio",   # t_run * n_run / sim_s  (> 1: faster than real time)
-    "n_spikes",         # spikes in all trials
-    "active_neurons",   # neurons that spiked in any trial
-    "peak_rss_mb",      # peak resident memory of the worker (or its children), MiB
-    "peak_gpu_mb",      # peak GPU memory, MiB: the engine's meta, else PyTorch's CUDA peak (empty if none)
-    "wall_s",           # wall time of the whole worker process (start to result)
-    "load_s",           # loading the connectome in the parent (once per benchmark)
-    "timings_source",   # engine (meta["timings"]) | engine-sim (engine timed its loop only;
-                        # setup = the rest of engine.run) | measured (all of engine.run as sim)
-    "engine_name",      # registered engine name
-    "engine_options",   # JSON of the options given to the engine
-    "device",           # device the engine reported (e.g. cuda:0), if any
-    "connectome",       # connectome label (says SYNTHETIC for generated ones)
-    "synthetic",        # True for generated connectomes
-    "n_neurons",
-    "n_connections",
-    "seed",             # experiment seed
-    "input",            # input fingerprint the engine recorded
-    "cpu_model",
-    "cpu_cores",
-    "cpu_usable",
-    "memory_gb",
-    "gpu",
-    "versions",         # JSON: python, brainfly, numpy and the engine's libraries
-    "spikes_file",      # saved spikes (parquet), empty when not saved
-    "log_file",         # the worker's own log
-    "timestamp",        # ISO-8601 UTC time the row was written
-)
-
-_KEY = ("engine", "experiment", "n_run", "t_run")
 
 
 # =============================================================================== targets
@@ -244,81 +201,6 @@ def build_grid(targets: Sequence[BenchTarget], t_runs: Iterable[float], n_runs: 
     return out
 
 
-# =============================================================================== CSV
-def _key_of(row: dict[str, Any]) -> tuple[str, str, str, str]:
-    try:
-        t_key = format_t_run(float(row["t_run"]))
-    except (ValueError, TypeError, ValidationError):
-        t_key = str(row.get("t_run"))
-    return (str(row["engine"]), str(row["experiment"]), str(int(float(row["n_run"]))), t_key)
-
-
-def _read_rows(csv_path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    if not csv_path.exists():
-        return [], list(CSV_COLUMNS)
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        columns = list(reader.fieldnames or [])
-    extra = [c for c in columns if c not in CSV_COLUMNS]
-    return rows, list(CSV_COLUMNS) + extra
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if value != value else repr(round(value, 6)) if abs(value) < 1e15 else repr(value)
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
-
-
-def upsert_row(csv_path: str | Path, row: dict[str, Any]) -> bool:
-    """Insert or replace the row with the same (engine, experiment, n_run, t_run); atomic.
-
-    A ``skipped`` row does not replace an ``ok`` row (a machine without the engine has
-    measured nothing). Returns whether the file changed.
-    """
-    from .._io import atomic_write
-
-    csv_path = Path(csv_path)
-    rows, columns = _read_rows(csv_path)
-    new = {c: _cell(row.get(c)) for c in columns}
-    new["t_run"] = format_t_run(float(row["t_run"]))
-    key = _key_of(new)
-    kept: list[dict[str, str]] = []
-    for r in rows:
-        if _key_of(r) == key:
-            if new["status"] == "skipped" and r.get("status") == "ok":
-                return False
-            continue
-        kept.append(r)
-    kept.append(new)
-    kept.sort(key=lambda r: (r.get("experiment", ""), r.get("engine", ""), float(r.get("t_run") or 0),
-                             int(float(r.get("n_run") or 0))))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in kept:
-        writer.writerow({c: r.get(c, "") for c in columns})
-    text = buf.getvalue()
-    atomic_write(csv_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return True
-
-
-def read_results(csv_path: str | Path) -> Any:
-    """The results CSV as a pandas DataFrame (numeric columns parsed)."""
-    import pandas as pd
-
-    frame = pd.read_csv(csv_path, dtype={"engine": str, "experiment": str, "status": str, "reason": str})
-    for col in ("t_run", "setup_s", "build_s", "sim_s", "total_s", "realtime_ratio", "n_spikes",
-                "active_neurons", "peak_rss_mb", "peak_gpu_mb", "wall_s"):
-        if col in frame:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    return frame
-
-
 # =============================================================================== running
 @dataclass
 class BenchConfig:
@@ -366,22 +248,11 @@ class BenchConfig:
 
 
 def load_network(data: str | None) -> Any:
-    """Load the connectome once (``--data``; default: the best available dataset).
+    """Load the connectome once (``--data``: a folder or dataset name; default: the best available).
 
-    Uses :func:`brainfly.connectome.datasets.load_connectome`; falls back to the synthetic
-    generator when the data layer is not installed.
+    See :func:`brainfly.connectome.datasets.load_connectome`.
     """
-    try:
-        from ..connectome.datasets import load_connectome
-    except ImportError:
-        load_connectome = None
-    if load_connectome is not None:
-        return load_connectome(data)
-    if data not in (None, "synthetic"):
-        raise ValidationError(f"--data {data!r}: the data layer (brainfly.connectome.datasets) is not available")
-    from ..connectome.synthetic import generate_synthetic
-
-    return generate_synthetic()
+    return load_connectome(data)
 
 
 class _Eta:
@@ -431,25 +302,12 @@ def _setup_logging(log_file: Path | None, console: Any) -> list[logging.Handler]
         fh = logging.FileHandler(log_file, encoding="utf-8")
         fh.setFormatter(fmt)
         handlers.append(fh)
-    try:
-        from rich.logging import RichHandler
-
-        ch: logging.Handler = RichHandler(console=console, show_path=False, markup=False, log_time_format="%H:%M:%S")
-    except ImportError:  # pragma: no cover - rich is a dependency
-        ch = logging.StreamHandler()
-        ch.setFormatter(fmt)
-    handlers.append(ch)
+    handlers.append(RichHandler(console=console, show_path=False, markup=False, log_time_format="%H:%M:%S"))
     for h in handlers:
         log.addHandler(h)
     log.setLevel(logging.INFO)
     log.propagate = False
     return handlers
-
-
-def _registered() -> list[str]:
-    from ..engines.base import engine_names
-
-    return engine_names()
 
 
 def run_bench(config: BenchConfig, connectome: Any = None, *, console: Any = None) -> list[dict[str, Any]]:
@@ -462,10 +320,6 @@ def run_bench(config: BenchConfig, connectome: Any = None, *, console: Any = Non
         Default: :func:`load_network` (``config.data``).
     console : rich.console.Console, optional
     """
-    from rich.console import Console
-
-    from .hardware import hardware_info, hardware_summary
-
     console = console or Console(stderr=True)
     handlers = _setup_logging(config.log_file, console)
     previous = None
@@ -473,7 +327,7 @@ def run_bench(config: BenchConfig, connectome: Any = None, *, console: Any = Non
         # a SIGTERM (kill, a batch system's limit) ends the running point's process group too
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(config, connectome, console, hardware_info, hardware_summary)
+        return _run(config, connectome, console)
     except KeyboardInterrupt:
         log.warning("benchmark interrupted; the rows measured so far are in %s", config.csv_path)
         raise
@@ -489,8 +343,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any, hardware_summary: Any
-         ) -> list[dict[str, Any]]:
+def _run(config: BenchConfig, connectome: Any, console: Any) -> list[dict[str, Any]]:
     exp = config.experiment
     points = build_grid(config.targets, config.t_runs, config.n_runs)
     for p in points:  # refuse impossible durations before any work
@@ -515,7 +368,7 @@ def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any,
              config.results_dir if config.save_spikes else "not saved", config.log_file or "console only",
              config.timeout_s)
 
-    registered = set(_registered())
+    registered = set(engine_names())
     resolved: dict[str, str | None] = {
         t.label: next((e for e in t.engines if e in registered), None) for t in config.targets}
     skip_target: dict[str, str] = {}
@@ -526,13 +379,11 @@ def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any,
     too_large: dict[str, list[tuple[GridPoint, str]]] = {}
     done_before: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     if config.resume:
-        rows_before, _ = _read_rows(Path(config.csv_path))
-        done_before = {_key_of(r): dict(r) for r in rows_before if r.get("status") == "ok"
+        rows_before, _ = read_rows(config.csv_path)
+        done_before = {row_key(r): dict(r) for r in rows_before if r.get("status") == "ok"
                        and (not config.save_spikes or (r.get("spikes_file") and Path(r["spikes_file"]).exists()))}
     eta = _Eta(points)
     rows: list[dict[str, Any]] = []
-
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     progress = Progress(
         TextColumn("[bold]{task.fields[point]}"), BarColumn(), TaskProgressColumn(),
@@ -588,9 +439,7 @@ def _run(config: BenchConfig, connectome: Any, console: Any, hardware_info: Any,
              config.csv_path)
     if config.plot and any(r["status"] == "ok" for r in rows):
         try:
-            from ..plots import plot_benchmark
-
-            fig = plot_benchmark(config.csv_path, Path(config.csv_path).with_suffix(".png"),
+            fig = plot_benchmark(read_results(config.csv_path), Path(config.csv_path).with_suffix(".png"),
                                  experiment=exp.name)
             log.info("plot: %s", fig)
         except Exception as exc:  # noqa: BLE001 - a plot failure must not fail the benchmark
@@ -645,8 +494,6 @@ def _full_row(config: BenchConfig, point: GridPoint, engine_name: str | None, ex
     for k, v in row.items():
         full.setdefault(k, v)
     if "versions" not in full:
-        from .hardware import software_versions
-
         full["versions"] = software_versions()
     return full
 

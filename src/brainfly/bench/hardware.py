@@ -14,6 +14,8 @@ import subprocess
 import sys
 from typing import Any
 
+from .._version import __version__
+
 __all__ = ["hardware_info", "gpu_names", "cpu_model", "software_versions", "hardware_summary"]
 
 #: Modules whose versions are recorded when a worker has imported them.
@@ -92,8 +94,6 @@ def hardware_summary(info: dict[str, Any] | None = None) -> str:
 
 def software_versions(extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Versions of Python, brainfly and the libraries already imported in this process."""
-    from .. import __version__
-
     out = {"python": platform.python_version(), "brainfly": __version__}
     for name in VERSIONED_MODULES:
         mod = sys.modules.get(name)
