@@ -26,6 +26,7 @@ import numpy as np
 from ..connectome.network import Connectome
 from ..experiment import Experiment, StimulusSet
 from ..params import ModelParams
+from ..results import SpikeResult
 from ..schedule import InputSchedule
 
 __all__ = [
@@ -414,10 +415,8 @@ def step_oracle(sim: Any, schedule: InputSchedule, trial: int) -> tuple[np.ndarr
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_s)
 
 
-def oracle_result(sim: Any, schedule: InputSchedule, trials: list[int] | None = None) -> Any:
+def oracle_result(sim: Any, schedule: InputSchedule, trials: list[int] | None = None) -> SpikeResult:
     """:func:`step_oracle` over trials, as a :class:`~brainfly.results.SpikeResult`."""
-    from ..results import SpikeResult
-
     trials = list(range(sim.n_trials)) if trials is None else list(trials)
     t_parts, i_parts, s_parts = [], [], []
     for k in trials:
