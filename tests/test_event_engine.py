@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from brainfly.engines.base import get_engine, prepare
+from brainfly.engines.event import EventOptions
 from brainfly.errors import ValidationError
 from brainfly.experiment import Experiment, StimulusSet
 from brainfly.params import ModelParams
@@ -58,15 +59,20 @@ def _run_both(net, sched, tmp_path, *, t_run, n_trials, silenced=(), silence_mod
 def test_registered_exact_with_capabilities():
     eng = get_engine("event")
     assert eng.name == "event" and eng.exact
-    assert {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"} <= eng.capabilities
-    assert type(eng).is_available() == (True, "")
+    assert {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "batch"} <= eng.capabilities
+    assert eng.is_available() == (True, "")
+    assert set(eng.versions()) == {"numba", "numpy"}
+    assert isinstance(eng.options, EventOptions) and eng.Options is EventOptions
+    assert eng.options.ring_steps == 1024 and eng.options.n_threads is None
 
 
 @pytest.mark.parametrize("options, field", [
     ({"n_thread": 2}, "unknown option"),
-    ({"n_threads": 0}, "n_threads"),
-    ({"ring_steps": 1000}, "ring_steps"),
-    ({"runaway_quiet_ms": -1.0}, "runaway_quiet_ms"),
+    ({"n_threads": 0}, "option n_threads: must be an integer >= 1"),
+    ({"n_threads": 1.5}, "n_threads"),
+    ({"ring_steps": 1000}, "option ring_steps: must be a power of two >= 1"),
+    ({"runaway_quiet_ms": -1.0}, "option runaway_quiet_ms: must be a number >= 0"),
+    ({"runaway_spikes_per_s": float("nan")}, "runaway_spikes_per_s"),
 ])
 def test_options_are_validated(options, field):
     with pytest.raises(ValidationError, match=field):
@@ -112,7 +118,7 @@ def test_dale_networks_match_oracle(seed, tmp_path):
     net, sched, _ = _random_case(seed, n=40, n_driven=6, t_run=0.1, n_trials=2)
     pre = np.repeat(np.arange(net.n_neurons), np.diff(net.indptr))
     inhibitory = (pre % 3 == 0) & (pre >= 6)
-    net.weight[:] = np.where(inhibitory, -np.abs(net.weight) * 2.0, np.abs(net.weight))
+    net = net.with_weights(np.where(inhibitory, -np.abs(net.weight) * 2.0, np.abs(net.weight)))
     res, ref = _run_both(net, sched, tmp_path, t_run=0.1, n_trials=2)
     assert ref.n_spikes > 50
     assert_same_spikes(res, ref, f"Dale network {seed}")
@@ -288,7 +294,7 @@ def test_packed_synapses_drop_what_delivers_nothing():
 @pytest.mark.parametrize("seed", [3, 4])
 def test_non_integer_weights_match_oracle(seed, tmp_path):
     net, sched, _ = _random_case(seed)
-    net.weight[:] = net.weight * 1.37  # counts that are not integers
+    net = net.with_weights(net.weight * 1.37)  # counts that are not integers
     res, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
     assert ref.n_spikes > 20
     assert_same_spikes(res, ref, f"non-integer weights {seed}")
@@ -352,3 +358,195 @@ def test_workspace_arrays_on_aligned_regions():
     ws = K.new_workspace(70_000)
     assert ws["hot"].ctypes.data % (2 << 20) == 0 and not ws["hot"].any()
     assert (ws["meta"][:, 0] == 0).all() and (ws["meta"][:, 1:] == -1).all() and (ws["slot_of"] == -1).all()
+
+
+# ---------------------------------------------------------------------- the engine contract
+def test_result_meta_has_the_common_layout_and_the_engine_details():
+    net, driven = random_network(40, 5, seed=3)
+    exp = Experiment(name="meta", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.05, n_trials=2, seed=1)
+    res = get_engine("event", n_threads=2, ring_steps=512).run(net, exp)
+    m = res.meta
+    assert m["engine_options"] == {"n_threads": 2, "runaway_window_ms": 20.0, "runaway_spikes_per_s": 1e5,
+                                   "runaway_quiet_ms": 100.0, "ring_steps": 512}
+    assert m["exact"] is True and m["device"] == "cpu" and {"numba", "numpy", "brainfly"} <= set(m["versions"])
+    assert set(m["timings"]) == {"setup_s", "build_s", "sim_s"}
+    for key in ("runaway", "runaway_by_trial", "stimulus_onset_step", "first_spike_step", "n_events",
+                "n_predictions", "n_threads", "timings_s"):
+        assert key in m, key
+
+
+# ---------------------------------------------------------------------- caches that cannot lie
+def test_changed_weights_give_the_new_networks_spikes(tmp_path):
+    """A network, then the same network with other weights (a new Connectome), then the
+    first again: each run gives its own network's spikes (the per-step oracle's)."""
+    net, sched, _ = _random_case(8)
+    rng = np.random.default_rng(0)
+    net2 = net.with_weights(net.weight * rng.choice([0.0, 0.5, 2.0], net.n_connections))
+    assert net2.content_digest != net.content_digest
+    first, ref1 = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    second, ref2 = _run_both(net2, sched, tmp_path, t_run=0.05, n_trials=2)
+    again, _ = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    assert ref1.n_spikes > 20 and spike_set(ref1) != spike_set(ref2)
+    assert_same_spikes(first, ref1, "first network")
+    assert_same_spikes(second, ref2, "changed weights")
+    assert spike_set(again) == spike_set(first)
+
+
+@pytest.mark.parametrize("mode", ["outgoing", "both"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_silenced_network_is_derived_exactly(mode, seed):
+    """The silenced network derived from the unsilenced one has the records that packing
+    it with the silencing gives."""
+    from brainfly.engines import _event_kernels as K
+    from brainfly.engines import event
+
+    net, _, _ = _random_case(seed, n=60)
+    mask = np.zeros(net.n_neurons, bool)
+    mask[np.random.default_rng(seed).choice(net.n_neurons, 9, replace=False)] = True
+    packed = event.packed_network(net, 2.75e-4, mask, mode)
+    assert packed.source == "derived"
+    indptr, syn, wtab, bits = K.pack_synapses(net.indptr, net.post_idx, net.weight, 2.75e-4, mask,
+                                              mask if mode == "both" else None, packed.order)
+    got = packed.network
+    assert np.array_equal(got.indptr, indptr) and np.array_equal(got.syn, syn) and got.syn.dtype == syn.dtype
+    assert np.array_equal(got.wtab, wtab) and got.t_bits == bits
+    assert np.array_equal(got.inh, K.inhibitory_rows(indptr, syn, wtab, bits))
+    assert all(not a.flags.writeable for a in (got.indptr, got.syn, got.wtab, got.orig, got.inh))
+
+
+def _fresh_caches(monkeypatch, tmp_path, min_connections=0):
+    from brainfly.engines import event
+
+    monkeypatch.setenv("BRAINFLY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(event, "DISK_MIN_CONNECTIONS", min_connections)
+    event._MEMORY.clear()
+    return event
+
+
+def test_packed_connections_cached_on_disk(tmp_path, monkeypatch):
+    """Written once (meta.json last), loaded by memory map in the next process (here: with
+    the memory cache emptied), read-only, same spikes; silenced networks derive from it."""
+    event = _fresh_caches(monkeypatch, tmp_path)
+    net, sched, silenced = _random_case(9, silence_mode="outgoing")
+    first, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    (entry,) = (tmp_path / "cache" / "event").iterdir()
+    assert sorted(p.name for p in entry.iterdir()) == ["indptr.npy", "inh.npy", "meta.json", "order.npy", "syn.npy",
+                                                       "wtab.npy"]
+    event._MEMORY.clear()
+    packed = event.packed_network(net, ModelParams().step_coefficients().w_syn)
+    assert packed.source == "disk" and not packed.network.syn.flags.writeable
+    event._MEMORY.clear()
+    second, _ = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    assert spike_set(second) == spike_set(first) == spike_set(ref)
+    # a silenced condition: derived from the disk entry, nothing more written
+    res, ref_sil = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2, silenced=silenced)
+    assert_same_spikes(res, ref_sil, "silenced, from the disk entry")
+    assert len(list((tmp_path / "cache" / "event").iterdir())) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta"])
+def test_damaged_disk_entry_is_ignored_and_rebuilt(tmp_path, monkeypatch, caplog, damage):
+    event = _fresh_caches(monkeypatch, tmp_path)
+    net, sched, _ = _random_case(10)
+    first, ref = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    (entry,) = (tmp_path / "cache" / "event").iterdir()
+    syn = entry / "syn.npy"
+    data = bytearray(syn.read_bytes())
+    if damage == "truncate":
+        syn.write_bytes(bytes(data[:-8]))
+    elif damage == "flip":
+        data[-5] ^= 0x10
+        syn.write_bytes(bytes(data))
+    else:
+        (entry / "meta.json").write_text("{not json")
+    event._MEMORY.clear()
+    with caplog.at_level("WARNING", logger="brainfly.engines.event"):
+        again, _ = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
+    assert "ignoring the event engine's connection cache" in caplog.text
+    assert_same_spikes(again, ref, f"after a damaged cache entry ({damage})")
+    event._MEMORY.clear()
+    assert event.packed_network(net, ModelParams().step_coefficients().w_syn).source == "disk"  # rewritten
+
+
+def test_disk_cache_keeps_few_entries(tmp_path, monkeypatch):
+    event = _fresh_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr(event, "DISK_MAX_ENTRIES", 2)
+    w_syn = ModelParams().step_coefficients().w_syn
+    nets = [random_network(30, 4, seed=s)[0] for s in range(3)]
+    for net in nets:
+        event.packed_network(net, w_syn)
+    entries = list((tmp_path / "cache" / "event").iterdir())
+    assert len(entries) == 2
+    event._MEMORY.clear()
+    assert event.packed_network(nets[2], w_syn).source == "disk"
+    assert event.packed_network(nets[0], w_syn).source == "packed"  # the oldest went
+
+
+def test_small_networks_stay_off_disk(tmp_path, monkeypatch):
+    event = _fresh_caches(monkeypatch, tmp_path, min_connections=10_000)
+    net, _ = random_network(30, 4, seed=1)
+    assert event.packed_network(net, 2.75e-4).source == "packed"
+    assert not (tmp_path / "cache" / "event").exists()
+
+
+def test_kernel_gets_read_only_network_arrays():
+    """Every path (packed, derived, loaded by memory map) hands the kernel read-only
+    arrays, so that numba compiles one specialization of run_trial per record width."""
+    from brainfly.engines import _event_kernels as K
+    from numba import types
+
+    net, driven = random_network(40, 5, seed=6)
+    exp = Experiment(name="ro", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.02, n_trials=1, seed=1)
+    get_engine("event").run(net, exp)
+    get_engine("event").run(net, exp.with_(silenced=(int(net.flywire_ids[7]),)))
+    for sig in K.run_trial.signatures:
+        network, tables = sig[0], sig[3]
+        arrays = [t for t in (*network.types, *tables.types) if isinstance(t, types.Array)]
+        assert arrays and all(not t.mutable for t in arrays), sig
+
+
+# ---------------------------------------------------------------------- several conditions
+def _conditions(net, driven):
+    ids = tuple(int(f) for f in net.flywire_ids[driven])
+    return [
+        Experiment(name="a", stimuli=(StimulusSet(ids, 150.0),), t_run=0.05, n_trials=3, seed=1),
+        Experiment(name="b", stimuli=(StimulusSet(ids[:4], 300.0), StimulusSet(ids[4:], 80.0)), t_run=0.08,
+                   n_trials=2, seed=2),
+        Experiment(name="c", stimuli=(StimulusSet(ids, 150.0),), t_run=0.05, n_trials=4, seed=1,
+                   silenced=tuple(int(f) for f in net.flywire_ids[[20, 31, 44]])),
+        Experiment(name="d", stimuli=(StimulusSet(ids, 150.0),), t_run=0.05, n_trials=2, seed=3,
+                   silenced=tuple(int(f) for f in net.flywire_ids[[20, 31, 44]]), silence_mode="both"),
+    ]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_run_many_equals_each_condition_alone(n_threads):
+    net, driven = random_network(120, 10, seed=4)
+    conds = _conditions(net, driven)
+    eng = get_engine("event", n_threads=n_threads)
+    seen = []
+    many = eng.run_many(net, conds, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (11, 11) and len(seen) == 11
+    for exp, got in zip(conds, many):
+        alone = get_engine("event", n_threads=1).run(net, exp)
+        assert alone.n_spikes > 20 and got.exp_name == exp.name
+        assert np.array_equal(got.trial, alone.trial) and np.array_equal(got.idx, alone.idx)
+        assert np.array_equal(got.step, alone.step), exp.name
+        for key in alone.meta["first_spike_step"]:
+            assert np.array_equal(got.meta["first_spike_step"][key], alone.meta["first_spike_step"][key])
+        assert got.meta["n_events"] == alone.meta["n_events"] and got.meta["input"] == alone.meta["input"]
+        assert got.meta["batch"]["n_conditions"] == 4
+    assert sum(r.meta["timings"]["sim_s"] for r in many) == pytest.approx(many[0].meta["batch"]["sim_s"])
+
+
+def test_run_many_validates_every_condition_first():
+    from brainfly.errors import UnknownNeuronError
+
+    net, driven = random_network(60, 6, seed=2)
+    conds = _conditions(net, driven)[:2] + [Experiment(name="bad", stimuli=(StimulusSet((123,), 100.0),))]
+    seen = []
+    with pytest.raises(UnknownNeuronError):
+        get_engine("event").run_many(net, conds, progress=lambda *a: seen.append(a))
+    assert seen == []

@@ -8,13 +8,16 @@ parallel threads. See :mod:`brainfly.engines.event` for the algorithm and its ex
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["run_trial", "new_workspace", "pack_synapses", "RUNAWAY_NONE", "RUNAWAY_BOUND", "RUNAWAY_SUSTAINED"]
+__all__ = ["run_trial", "new_workspace", "pack_synapses", "Network", "Neurons", "Model", "Tables", "Drive",
+           "Workspace", "Runaway", "RUNAWAY_NONE", "RUNAWAY_BOUND", "RUNAWAY_SUSTAINED"]
+
 
 #: Connections ahead in a presynaptic row whose target record is prefetched.
 PREFETCH_AHEAD = 16
@@ -39,6 +42,102 @@ LAZY_MIN = 4
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
 RUNAWAY_SUSTAINED = 2   #: spikes continued long after the last external input
+
+
+# ---------------------------------------------------------------------- the kernel's records
+# run_trial takes its inputs as a few records (tuples that numba passes field by field, as
+# it passes separate arguments: the same machine code). Every field always has the same
+# type (read-only arrays where noted), so that numba compiles one specialization.
+class Network(NamedTuple):
+    """The packed connections (:func:`pack_synapses`), in the internal numbering; all
+    arrays read-only."""
+
+    indptr: np.ndarray  #: int64 (n + 1,): row of internal neuron i is syn[indptr[i]:indptr[i + 1]]
+    syn: np.ndarray     #: uint32 or uint64 (n_records,): ``(code << t_bits) | 2 * target``
+    wtab: np.ndarray    #: float64: weight in volts of each code
+    t_bits: int         #: bits of the target field
+    orig: np.ndarray    #: int64 (n,): model index of internal neuron i
+    inh: np.ndarray     #: bool (n,): row i is all inhibitory (delivered without queueing)
+
+
+class Neurons(NamedTuple):
+    """Per-neuron settings of a condition, internal numbering (writable arrays)."""
+
+    rfc: np.ndarray         #: int64 (n,): refractory steps (0: driven)
+    driven: np.ndarray      #: bool (n,): receives external input (not counted by runaway)
+    rel_delays: np.ndarray  #: int64: the distinct max(rfc, 1), steps from spike to release
+
+
+class Model(NamedTuple):
+    """Constants of the step (volts, steps) and the trial's length."""
+
+    n_steps: int
+    delay: int
+    v0: float
+    v_th: float
+    v_rst: float
+    kick: float
+    a: float        #: v_decay
+    b: float        #: g_decay
+    c: float        #: tau / (t_mbr - tau)
+    v_const: float
+    v_decay: float
+    v_from_g: float
+    g_decay: float
+    rebase: int     #: steps between moves of the base step B
+
+
+class Tables(NamedTuple):
+    """Power tables ``a^k``, ``b^k`` (k = 0..n_steps + 1), ``a^-k``, ``b^-k`` (k = 0..rebase)
+    and the peak table (:func:`peak_table`); arrays read-only."""
+
+    apow: np.ndarray
+    bpow: np.ndarray
+    ainv: np.ndarray
+    binv: np.ndarray
+    htab: np.ndarray
+    h_per_rho: float
+
+
+class Drive(NamedTuple):
+    """A trial's Poisson kicks, sorted by step: internal neuron and step (int64, writable)."""
+
+    kick_idx: np.ndarray
+    kick_step: np.ndarray
+
+
+class Workspace(NamedTuple):
+    """One thread's workspace (see :func:`new_workspace`); writable arrays."""
+
+    hot: np.ndarray
+    flags: np.ndarray
+    meta: np.ndarray
+    pred: np.ndarray
+    head: np.ndarray
+    e_nrn: np.ndarray
+    e_step: np.ndarray
+    e_next: np.ndarray
+    sp_idx: np.ndarray
+    sp_step: np.ndarray
+    step_ptr: np.ndarray
+    touched: np.ndarray
+    slot_of: np.ndarray
+    slot_nrn: np.ndarray
+    nrn_rfc: np.ndarray
+    nrn_orig: np.ndarray
+    nrn_drv: np.ndarray
+    nrn_inh: np.ndarray
+    row: np.ndarray
+    syn2: np.ndarray
+
+
+class Runaway(NamedTuple):
+    """Runaway detection: window (steps), spike count in it, quiet steps (0: off)."""
+
+    window: int
+    count: int
+    quiet: int
+
 
 def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
     """Arrays of one thread's workspace, in the initial state (the kernel restores it).
@@ -679,14 +778,7 @@ def _take_slot(t, st, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh, nrn
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
-              kick_idx, kick_step,
-              n_steps, delay, v0, v_th, v_rst, kick,
-              a, b, c, v_const, v_decay, v_from_g, g_decay, apow, bpow, ainv, binv, rebase,
-              htab, h_per_rho, hot, flags, meta, pred, head,
-              e_nrn, e_step, e_next, sp_idx, sp_step, step_ptr, touched,
-              slot_of, slot_nrn, nrn_rfc, nrn_orig, nrn_drv, nrn_inh, row, syn2,
-              runaway_window, runaway_count, runaway_quiet):
+def run_trial(network, neurons, model, tables, drive, ws, runaway):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
     State of neuron i (free trajectory; steps n counted from the current base step B):
@@ -738,6 +830,15 @@ def run_trial(indptr, syn, wtab, t_bits, rfc, is_driven, rel_delays, orig, inh,
         Synaptic events, neurons queued for re-prediction, crossing searches, predictions,
         checks queued instead of a search.
     """
+    indptr, syn, wtab, t_bits, orig, inh = network
+    rfc, is_driven, rel_delays = neurons
+    (n_steps, delay, v0, v_th, v_rst, kick, a, b, c, v_const, v_decay, v_from_g, g_decay,
+     rebase) = model
+    apow, bpow, ainv, binv, htab, h_per_rho = tables
+    kick_idx, kick_step = drive
+    (hot, flags, meta, pred, head, e_nrn, e_step, e_next, sp_idx, sp_step, step_ptr, touched,
+     slot_of, slot_nrn, nrn_rfc, nrn_orig, nrn_drv, nrn_inh, row, syn2) = ws
+    runaway_window, runaway_count, runaway_quiet = runaway
     log_a = math.log(a)
     log_b = math.log(b)
     x_th = v_th - v0
