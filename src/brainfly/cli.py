@@ -163,6 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_output(args.engine, experiment)
     result = run(experiment, data=args.data, engine=args.engine, out=out, resume=not args.no_resume,
                  overwrite=args.overwrite, progress=not args.quiet, **options)
+    if args.data is None and not os.environ.get("BRAINFLY_DATA"):
+        _synthetic_notice(result)  # the user did not choose: say what was chosen and how to get the real data
     print(result.summary())
     _print_outputs(result)
     return 0

@@ -170,7 +170,7 @@ def load_connectome(
         else:
             data = best_available_dataset()
             choice = f"dataset {data} chosen automatically (best available)"
-            log.log(logging.WARNING if data == "synthetic" else logging.INFO, "no data given: using %s", data)
+            log.info("no data given: using %s", data)
     t0 = time.perf_counter()
     text = str(data)
     synth = _SYNTHETIC_RE.match(text) if not isinstance(data, Path) else None
