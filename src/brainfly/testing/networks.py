@@ -177,7 +177,6 @@ def crossing_steps(x0: float, g0: float, params: ModelParams | None = None, k_ma
 # ---------------------------------------------------------------------- the cases
 def _cases() -> dict[str, Case]:
     p = ModelParams()
-    D = p.delay_steps
     crit = critical_count(p)
     out: dict[str, Case] = {}
 
