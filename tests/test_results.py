@@ -241,7 +241,7 @@ def test_summary_states_the_manipulation():
     note = next(x for x in lines if x.startswith("note:"))
     assert "MN9 (61.0 Hz)" in note and "leaves a neuron's own firing intact" in note
     stim = next(x for x in lines if x.startswith("stimulated neurons"))
-    assert stim.startswith("stimulated neurons (21): mean 100.0 Hz")
+    assert stim == "stimulated neurons: 21, mean rate 100.0 Hz (min 100.0, max 100.0)"
     top = lines[lines.index(next(x for x in lines if x.startswith("top 3 recruited"))) + 1:]
     assert "MN9" in top[0] and "CB0701" in top[0] and "61.0 Hz ± " in top[0] and "T5c" in top[1]
     assert top[2].split() == ["5", "2.0", "Hz", "±", "0.0"]
@@ -258,7 +258,7 @@ def test_summary_both_mode_no_note_and_one_trial():
 def test_summary_without_a_recorded_experiment_keeps_the_old_arguments():
     r = make()
     text = r.summary({30: "MN9"}, top=1, stimulated_idx=[0])
-    assert "SYNTHETIC" in text and "stimulated neurons (1): mean 0.5 Hz" in text
+    assert "SYNTHETIC" in text and "stimulated neurons: 1, mean rate 0.5 Hz" in text
     assert "top 1 recruited neurons" in text and "MN9" in text
     assert "stimulated:" not in text and "top 2 neurons by rate" in make().summary(names=False)
 
@@ -332,3 +332,12 @@ print(sorted(m for m in ("pandas", "matplotlib") if m in sys.modules))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_summary_gives_each_stimulus_sets_rate():
+    r = v783_result(experiment=experiment(stimuli=(("LB3", 100.0), ("type:T5c", 20.0)), silenced=()))
+    lines = r.summary().splitlines()
+    assert "stimulated: type:T5c (1 neuron) with Poisson input at 20 Hz" in lines
+    stim = next(x for x in lines if x.startswith("stimulated neurons"))
+    assert stim.startswith("stimulated neurons: 22, mean rate 95.7 Hz (min 5.0, max 100.0)")
+    assert stim.endswith("; by set: LB3 100.0 Hz, type:T5c 5.0 Hz")

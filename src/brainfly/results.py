@@ -471,15 +471,14 @@ class SpikeResult:
         found = [i for _, _, i in self._stimulus_sets(self._neurons_view()) if i is not None]
         return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
 
-    def _manipulation_lines(self, rate_of: dict[int, float]) -> tuple[list[str], np.ndarray | None]:
-        """Lines saying what was stimulated and silenced, and the stimulated model indices."""
+    def _manipulation_lines(self, rate_of: dict[int, float]) -> tuple[list[str], list[tuple[str, float, Any]]]:
+        """Lines saying what was stimulated and silenced, and the stimulus sets (see :meth:`_stimulus_sets`)."""
         exp = self._experiment
         if not exp:
-            return [], None
+            return [], []
         lines: list[str] = []
         view = self._neurons_view()
         sets = self._stimulus_sets(view)
-        stimulated = [idx for _, _, idx in sets if idx is not None]
         schedule = exp.get("input_schedule")
         if schedule:
             lines.append(f"input: the kicks of schedule {schedule} (stimulus rates are not used)")
@@ -502,7 +501,7 @@ class SpikeResult:
                              "(silence_mode='both' also removes its inputs).")
         if not lines:
             lines.append("no stimulus and nothing silenced")
-        return lines, (np.unique(np.concatenate(stimulated)) if stimulated else None)
+        return lines, sets
 
     # ------------------------------------------------------------ summary
     def summary(self, names: Any = True, top: int = 10, stimulated_idx: Any = None) -> str:
@@ -537,8 +536,10 @@ class SpikeResult:
         ]
         stats = self._rate_stats()
         rate_of = dict(zip(stats["idx"].tolist(), stats["mean_hz"].tolist()))
-        manipulation, resolved = self._manipulation_lines(rate_of)
+        manipulation, sets = self._manipulation_lines(rate_of)
         lines += manipulation
+        found = [idx for _, _, idx in sets if idx is not None]
+        resolved = np.unique(np.concatenate(found)) if found else None
         lines += [
             f"spikes: {self.n_spikes:,} in total, {per_s:,.0f} per trial-second",
             f"active neurons: {self.n_active:,} in any trial, "
@@ -556,9 +557,14 @@ class SpikeResult:
             is_stim = np.isin(stats["idx"], stim)
             rates = np.zeros(stim.size)
             rates[: int(is_stim.sum())] = stats["mean_hz"][is_stim]  # silent stimulated neurons count as 0 Hz
-            lines.append(f"stimulated neurons ({stim.size}): mean {rates.mean():.1f} Hz, "
-                         f"min {rates.min():.1f}, max {rates.max():.1f}"
-                         + (f", {int((rates == 0).sum())} silent" if (rates == 0).any() else ""))
+            by_set = ""
+            if stimulated_idx is None and len(found) > 1:
+                by_set = "; by set: " + ", ".join(
+                    f"{text} {np.mean([rate_of.get(i, 0.0) for i in idx.tolist()]):.1f} Hz"
+                    for text, _, idx in sets if idx is not None)
+            lines.append(f"stimulated neurons: {stim.size}, mean rate {rates.mean():.1f} Hz "
+                         f"(min {rates.min():.1f}, max {rates.max():.1f}"
+                         + (f", {int((rates == 0).sum())} silent)" if (rates == 0).any() else ")") + by_set)
             keep = ~is_stim
         shown = np.flatnonzero(keep)[:top]
         if shown.size:
