@@ -7,6 +7,10 @@ machine (``benchmarks/gpu_check.sh``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+import logging
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -16,6 +20,8 @@ torch = pytest.importorskip("torch")
 
 from brainfly.connectome import Connectome  # noqa: E402
 from brainfly.engines.base import engine_names, get_engine  # noqa: E402
+from brainfly.engines.torch import TorchEngine, TorchOptions  # noqa: E402
+from brainfly.engines.torch import runner, triton_kernel  # noqa: E402
 from brainfly.errors import EngineUnavailable, UnsupportedFeature, ValidationError  # noqa: E402
 from brainfly.experiment import Experiment, StimulusSet  # noqa: E402
 from brainfly.testing.networks import FLYWIRE_BASE, STRONG, case_names, get_case, random_network  # noqa: E402
@@ -64,18 +70,50 @@ def _run(eng, net, exp):
 def test_registered_with_defaults():
     assert "torch" in engine_names()
     eng = get_engine("torch")
+    assert type(eng) is TorchEngine and isinstance(eng.options, TorchOptions)
     assert eng.name == "torch" and eng.exact and type(eng).exact
-    assert (eng.device, eng.dtype, eng.delivery, eng.kicks_mode) == ("cpu", "float64", "sequential", "schedule")
+    cfg = eng.config
+    assert (cfg.device, cfg.dtype, cfg.delivery, cfg.kicks) == ("cpu", "float64", "sequential", "schedule")
     assert eng.is_available() == (True, "")
     assert not get_engine("torch", dtype="float32").exact
     assert not get_engine("torch", delivery="dense").exact
-    cuda = get_engine("torch", device="cuda")  # constructing needs no GPU; running does
+    cuda = get_engine("torch", device="cuda").config  # constructing needs no GPU; running does
     assert (cuda.dtype, cuda.delivery, cuda.cuda_graph, cuda.sync_free, cuda.compile, cuda.fused_kernel,
             cuda.exact) == ("float32", "dense", True, True, True, True, False)
-    assert not get_engine("torch", device="cuda", dtype="float64").compile
-    assert not get_engine("torch", device="cuda", dtype="float64").fused_kernel
-    assert not get_engine("torch", dtype="float32").fused_kernel  # CPU: only under Triton's interpreter
-    assert {"schedule", "poisson", "silencing", "silencing_both", "multi_rate", "float64"} <= eng.capabilities
+    assert not get_engine("torch", device="cuda", dtype="float64").config.compile
+    assert not get_engine("torch", device="cuda", dtype="float64").config.fused_kernel
+    assert not get_engine("torch", dtype="float32").config.fused_kernel  # CPU: only under Triton's interpreter
+    assert {"schedule", "poisson", "silencing", "silencing_both", "multi_rate", "float64",
+            "batch"} <= eng.capabilities
+    # the options are the user's (None: the device's default), frozen, and equal to keyword construction
+    assert get_engine("torch", options=TorchOptions(batch_size=4)).options == TorchOptions(batch_size=4)
+    assert eng.options.to_dict()["dtype"] is None
+    with pytest.raises(AttributeError):
+        eng.options.dtype = "float32"
+
+
+def test_importing_the_package_does_not_import_torch():
+    code = ("import sys, brainfly.engines.torch as t; from brainfly.engines.base import get_engine; "
+            "e = get_engine('torch'); assert 'torch' not in sys.modules, 'imported'; "
+            "assert t.TorchEngine.__module__ == 'brainfly.engines.torch.engine'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_torch_is_available_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # ``import torch`` raises ImportError
+    eng = get_engine("torch")
+    ok, reason = eng.is_available()
+    assert not ok and "PyTorch cannot be imported" in reason and "pip install torch" in reason
+    assert eng.devices() == {"cpu": (False, reason), "cuda": (False, reason)}
+
+
+def test_devices_and_versions():
+    eng = get_engine("torch")
+    devices = eng.devices()
+    assert set(devices) == {"cpu", "cuda"} and devices["cpu"] == (True, "")
+    assert devices["cuda"][0] is CUDA and (CUDA or "CUDA is not available" in devices["cuda"][1])
+    versions = eng.versions()
+    assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
 
 
 @pytest.mark.parametrize("opts, match", [
@@ -93,6 +131,9 @@ def test_registered_with_defaults():
     ({"spike_capacity": 0}, "spike_capacity"),
     ({"fused_kernel": True}, "fused_kernel"),
     ({"fused_kernel": True, "dtype": "float32", "delivery": "sequential"}, "fused_kernel"),
+    ({"cuda_graph": "yes"}, "cuda_graph"),
+    ({"threads": 0}, "threads"),
+    ({"device": "cuda:x"}, "device"),
     ({"devise": "cpu"}, "unknown option"),
 ])
 def test_bad_options_are_refused(opts, match):
@@ -106,9 +147,12 @@ def test_cuda_without_gpu_is_unavailable(tmp_path):
     eng = get_engine("torch", device="cuda")
     ok, reason = eng.is_available()
     assert not ok and "CUDA is not available" in reason
-    assert type(eng).is_available() == (True, "")  # the class only needs torch
+    assert eng.devices()["cpu"] == (True, "") and not eng.devices()["cuda"][0]
+    assert get_engine("torch").is_available() == (True, "")  # on the CPU it only needs torch
     with pytest.raises(EngineUnavailable, match="CUDA is not available"):
         eng.run(case.connectome, exp)
+    with pytest.raises(EngineUnavailable, match="CUDA is not available"):
+        eng.run_many(case.connectome, [exp])
 
 
 def test_device_kicks_cannot_replay_a_schedule(tmp_path):
@@ -176,11 +220,11 @@ def test_sync_free_path_equals_synced_path(nonzero_static, monkeypatch):
         monkeypatch.setattr(torch, "nonzero_static", missing)
     net, driven = _poisson_net()
     exps = _conditions(net, driven)
-    ref = get_engine("torch").run_batch(net, exps)
+    ref = get_engine("torch").run_many(net, exps)
     # tiny capacities force overflows: each one reruns the batch with larger ones
     for opts in ({}, {"spike_capacity": 2, "synapse_capacity": 3, "chunk_steps": 40}):
         eng = get_engine("torch", delivery="dense", sync_free=True, **opts)
-        for exp, a, b in zip(exps, ref, eng.run_batch(net, exps)):
+        for exp, a, b in zip(exps, ref, eng.run_many(net, exps)):
             assert _same(a, b), (exp.name, opts)
             assert b.meta["sync_free"] and b.meta["nonzero_static"] is nonzero_static
             assert (b.meta["capacity_restarts"] > 0) == bool(opts)
@@ -218,8 +262,18 @@ def test_metadata_and_progress(tmp_path):
     res = get_engine("torch", batch_size=2).run(case.connectome, exp, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(2, 3), (3, 3)]
     assert res.engine == "torch" and res.trials == [0, 1, 2] and res.synthetic
-    assert res.meta["exact"] is True and res.meta["engine_options"]["dtype"] == "float64"
-    assert res.meta["block_steps"] == exp.params.delay_steps and res.meta["host_syncs"] >= 1
+    meta = res.meta
+    assert meta["exact"] is True and meta["device"] == "cpu"
+    assert meta["engine_options"] == TorchOptions(batch_size=2).to_dict()  # as given; resolved below
+    assert meta["resolved_options"]["dtype"] == "float64" and meta["resolved_options"]["batch_size"] == 2
+    assert set(meta["timings"]) == {"setup_s", "build_s", "sim_s"} and meta["timings"]["sim_s"] > 0
+    assert meta["timings"]["build_s"] == 0.0  # nothing compiled on the CPU exact path
+    assert meta["versions"]["torch"]
+    assert meta["choices"] == ["dtype='float64' (default on cpu)", "delivery='sequential' (default on cpu)"]
+    assert meta["block_steps"] == exp.params.delay_steps and meta["host_syncs"] >= 1
+    assert meta["batches"] == 2 and meta["rows_in_batch_run"] == 3 and meta["conditions_in_batch_run"] == 1
+    for key in ("simulate_s", "wall_s", "torch_version", "setup_s"):  # old layout: gone
+        assert key not in meta
 
 
 def test_subset_of_trials(tmp_path):
@@ -252,7 +306,7 @@ def test_mixed_batch_equals_separate_runs(opts):
     net, driven = _poisson_net()
     exps = _conditions(net, driven)
     eng = get_engine("torch", **opts)
-    together = eng.run_batch(net, exps)
+    together = eng.run_many(net, exps)
     assert [r.exp_name for r in together] == [e.name for e in exps]
     counts = []
     for exp, res in zip(exps, together):
@@ -266,16 +320,52 @@ def test_mixed_batch_equals_separate_runs(opts):
     assert out_targets.sum() != together[2].spike_counts().sum(0).sum()
 
 
-def test_run_batch_refuses_mismatched_experiments():
+def test_run_many_refuses_mismatched_experiments():
     net, driven = _poisson_net()
     a = Experiment(name="a", stimuli=(StimulusSet(_fids(net, driven), 100.0),), t_run=0.1)
     eng = get_engine("torch")
-    with pytest.raises(ValidationError, match="t_run"):
-        eng.run_batch(net, [a, a.with_(name="b", t_run=0.2)])
-    with pytest.raises(ValidationError, match="empty"):
-        eng.run_batch(net, [])
-    with pytest.raises(ValidationError, match="trials"):
-        eng.run_batch(net, [a], trials=[[0], [1]])
+    with pytest.raises(ValidationError, match="run_many.*t_run"):
+        eng.run_many(net, [a, a.with_(name="b", t_run=0.2)])
+    with pytest.raises(ValidationError, match="run_many.*empty"):
+        eng.run_many(net, [])
+    with pytest.raises(ValidationError, match=r"run_many: experiments\[1\] is a str"):
+        eng.run_many(net, [a, "b"])
+
+
+def test_run_many_progress_counts_rows_of_all_conditions():
+    net, driven = _poisson_net()
+    exps = _conditions(net, driven)
+    calls = []
+    get_engine("torch", batch_size=3).run_many(net, exps, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(3, 8), (6, 8), (8, 8)]
+
+
+# ---------------------------------------------------------------------------- the device-network cache
+def test_network_cache_keys_on_content_not_identity():
+    """New weights (a new Connectome) give the new network's spikes; equal content is reused."""
+    net, driven = _poisson_net()
+    exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 250.0),), t_run=0.1, n_trials=2, seed=3)
+    eng = get_engine("torch")
+    before = eng.run(net, exp)
+    assert before.meta["network_reused"] is False
+    w = np.array(net.weight)
+    w[w < 0] = 0.0  # no inhibition: more spikes
+    changed = net.with_weights(w)
+    assert changed.content_digest != net.content_digest
+    after = eng.run(changed, exp)  # same engine: its cached network must not be reused
+    assert after.meta["network_reused"] is False
+    fresh = Connectome(np.array(net.flywire_ids), np.array(net.indptr), np.array(net.post_idx), w,
+                       name="fresh", synthetic=True)
+    assert _same(after, get_engine("torch").run(fresh, exp))
+    assert after.n_spikes > before.n_spikes and not _same(after, before)
+    # the same content in another object: the cached network serves it
+    again = eng.run(fresh, exp)
+    assert again.meta["network_reused"] is True and _same(again, after)
+    back = eng.run(net, exp)
+    assert back.meta["network_reused"] is False and _same(back, before)
+    # another w_syn is another network too
+    assert eng.run(net, exp.with_(params=replace(exp.params, w_syn_mv=exp.params.w_syn_mv * 2))
+                   ).meta["network_reused"] is False
 
 
 # ---------------------------------------------------------------------------- against Brian2
@@ -345,7 +435,7 @@ def test_gpu_mixed_batch_equals_separate_runs():
     net, driven = _poisson_net()
     exps = _conditions(net, driven)
     eng = get_engine("torch", device="cuda", dtype="float64")
-    together = eng.run_batch(net, exps)
+    together = eng.run_many(net, exps)
     assert together[0].meta["device"].startswith("cuda") and together[0].meta["peak_gpu_mem_mb"] > 0
     for exp, res in zip(exps, together):
         assert _same(res, get_engine("torch").run(net, exp)), exp.name
@@ -382,13 +472,16 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
     monkeypatch.setattr(torch, "compile", broken)
+    caplog.set_level(logging.INFO, logger="brainfly")
     net, driven = _poisson_net()
     exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.02, seed=2)
     ref = get_engine("torch", dtype="float32").run(net, exp)
     res = get_engine("torch", dtype="float32", compile=True).run(net, exp)
     assert _same(res, ref)
     assert not res.meta["compiled"] and "no compiler here" in res.meta["compile_error"]
-    assert "torch.compile" in caplog.text
+    assert [c for c in res.meta["choices"] if "torch.compile" in c] == [
+        "torch.compile of the step failed; the step runs as eager kernels (RuntimeError; meta['compile_error'])"]
+    assert "torch.compile of the step failed" in caplog.text  # logged (once per result) by the base
 
 
 @pytest.mark.slow
@@ -411,8 +504,8 @@ def test_gpu_fused_kernel_is_close(sync_free):
     _cuda_or_skip()
     net, driven = _poisson_net()
     exps = _conditions(net, driven)
-    ref = get_engine("torch", dtype="float32").run_batch(net, exps)
-    res = get_engine("torch", device="cuda", sync_free=sync_free).run_batch(net, exps)
+    ref = get_engine("torch", dtype="float32").run_many(net, exps)
+    res = get_engine("torch", device="cuda", sync_free=sync_free).run_many(net, exps)
     for a, b in zip(ref, res):
         assert b.meta["fused_kernel"], b.meta.get("fused_kernel_error")
         assert b.meta["cuda_graph_used"], b.meta.get("cuda_graph_error")
@@ -435,10 +528,10 @@ def test_fused_kernel_under_triton_interpreter_equals_eager():
     _triton_interpreter_or_skip()
     net, driven = _poisson_net()
     exps = [e.with_(t_run=0.03) for e in _conditions(net, driven)]
-    ref = get_engine("torch", dtype="float32", delivery="dense").run_batch(net, exps)
+    ref = get_engine("torch", dtype="float32", delivery="dense").run_many(net, exps)
     for opts in ({"sync_free": False}, {"sync_free": True},
                  {"sync_free": True, "spike_capacity": 2, "synapse_capacity": 3, "chunk_steps": 40}):
-        res = get_engine("torch", dtype="float32", delivery="dense", fused_kernel=True, **opts).run_batch(net, exps)
+        res = get_engine("torch", dtype="float32", delivery="dense", fused_kernel=True, **opts).run_many(net, exps)
         for a, b in zip(ref, res):
             assert b.meta["fused_kernel"], b.meta.get("fused_kernel_error")
             assert _same(a, b), opts
@@ -446,17 +539,17 @@ def test_fused_kernel_under_triton_interpreter_equals_eager():
 
 def test_fused_kernel_failure_falls_back(monkeypatch, caplog):
     """No Triton (or a kernel that disagrees with the eager step): eager kernels, recorded."""
-    from brainfly.engines import torch_engine as te
-
     def broken():
         raise ImportError("no triton here")
-    monkeypatch.setattr(te, "_fused_step_kernel", broken)
+    monkeypatch.setattr(triton_kernel, "fused_step_kernel", broken)
+    caplog.set_level(logging.INFO, logger="brainfly")
     net, driven = _poisson_net()
     exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 200.0),), t_run=0.02, seed=2)
     ref = get_engine("torch", dtype="float32").run(net, exp)
     res = get_engine("torch", dtype="float32", delivery="dense", fused_kernel=True, sync_free=True).run(net, exp)
     assert _same(res, ref)
     assert not res.meta["fused_kernel"] and "no triton here" in res.meta["fused_kernel_error"]
+    assert any("fused Triton step kernel is unavailable" in c for c in res.meta["choices"])
     assert "fused Triton step kernel" in caplog.text
     assert res.meta["max_spikes_per_block"] > 0 and res.meta["max_events_per_block"] >= 0
 
@@ -472,14 +565,12 @@ def test_fused_kernel_compiles_for_h100_without_a_gpu():
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from brainfly.engines.torch_engine import _fused_step_kernel
-
     sig = {"v_ptr": "*fp32", "g_ptr": "*fp32", "cnt_ptr": "*i8", "rfc_ptr": "*i8", "rfc_stride": "i32",
            "inc_ptr": "*fp32", "spk_ptr": "*i1", "BN": "i32", "n_steps": "i32", "kick_ptr": "*fp32",
            "kick_kstride": "i32", "kick_stride": "i32", "slot_ptr": "*i32", "N": "i32", "gd": "fp32", "vd": "fp32", "vg": "fp32", "vc": "fp32",
            "vth": "fp32", "vrst": "fp32", "ev_ptr": "*i64", "ev_count_ptr": "*i32", "ev_cap": "i32",
            "BLOCK": "constexpr", "HAS_KICKS": "constexpr", "COMPACT": "constexpr", "WRITE_SPK": "constexpr"}
-    kern = _fused_step_kernel()
+    kern = triton_kernel.fused_step_kernel()
     for has_kicks in (True, False):
         for compact in (True, False):
             src = ASTSource(fn=kern, signature=sig,
@@ -490,31 +581,26 @@ def test_fused_kernel_compiles_for_h100_without_a_gpu():
             assert out.asm["ptx"].count("atom.") == (1 if compact else 0)
 
 
-def test_sync_free_capacity_grown_once_is_kept_for_the_next_batches():
+def test_sync_free_capacity_grown_once_is_kept_for_the_next_batches(monkeypatch):
     """After an overflow the engine remembers the grown capacities (same network, batch size)."""
-    from brainfly.engines import torch_engine as te
-
     net, driven = _poisson_net()
     exp = Experiment(name="r", stimuli=(StimulusSet(_fids(net, driven), 250.0),), t_run=0.05, n_trials=4, seed=2)
     ref = get_engine("torch", dtype="float32", delivery="dense").run(net, exp)
     eng = get_engine("torch", dtype="float32", delivery="dense", sync_free=True, batch_size=2)
-    orig = te._BatchRunner._run_sync_free
+    orig = runner.BatchRunner._run_sync_free
+    seen = []
 
     def small_first(self):  # the default capacities, shrunk to force an overflow in the first batch
-        if not getattr(self.engine, "_learned_capacity", None):
-            self.engine.spike_capacity, self.engine.synapse_capacity = 2, 3
-            try:
-                return orig(self)
-            finally:
-                self.engine.spike_capacity = self.engine.synapse_capacity = None
+        seen.append(dict(self.learned))
+        if not self.learned:
+            self.config = replace(self.config, spike_capacity=2, synapse_capacity=3)
         return orig(self)
 
-    te._BatchRunner._run_sync_free = small_first
-    try:
-        res = eng.run(net, exp)  # two batches of 2 rows: the first grows, the second starts grown
-    finally:
-        te._BatchRunner._run_sync_free = orig
+    monkeypatch.setattr(runner.BatchRunner, "_run_sync_free", small_first)
+    res = eng.run(net, exp)  # two batches of 2 rows: the first grows, the second starts grown
     assert _same(res, ref)
     assert res.meta["capacity_restarts"] > 0
-    learned = list(eng._learned_capacity.values())
-    assert len(learned) == 1 and learned[0][0] >= 8 and learned[0][1] >= 12
+    assert len(seen) == 2 and seen[0] == {} and len(seen[1]) == 1
+    (key, learned), = eng._learned.items()
+    assert key[0].connectome == net.content_digest and key[1:] == (2, exp.params.delay_steps)
+    assert learned[0] >= 8 and learned[1] >= 12

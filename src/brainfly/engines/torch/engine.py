@@ -1,163 +1,54 @@
 """Batched PyTorch engine (``--engine torch``): many trials and conditions at once, CPU or CUDA.
 
-Units inside this module: volts (state ``v``, ``g``, weights), integer steps (time).
+Units inside this package: volts (state ``v``, ``g``, weights), integer steps (time).
 
-Layout
-------
-The state is a set of dense ``(B, N)`` tensors, one *row* per simulated trial: ``v``,
-``g`` (``float64`` or ``float32``) and ``cnt`` (int8/int16, refractory steps still to
-sit out). A row carries its own condition: stimulated neurons (Poisson kicks,
-refractory period 0), silenced neurons (a per-row mask on the *outgoing* events, not a
-rebuilt weight matrix; ``silence_mode="both"`` adds a per-row mask on the incoming
-ones) and input. So a batch may mix trials of different experiments
-(:meth:`TorchEngine.run_batch`): a screen of 100 silencing conditions is one pass.
+Every trial is a *row* of a batch, and a row carries its own condition (stimuli, rates,
+silenced neurons, input), so :meth:`TorchEngine.run_many` runs a whole screen of
+conditions as one batch. Two modes:
 
-Step loop: blocks of ``delay_steps`` (18) steps
-----------------------------------------------
-A spike in step ``s`` reaches ``g`` in step ``s + D`` (``D = delay_steps``). So the
-spikes of one block of ``K = D`` steps are needed, at the earliest, in the first step
-of the *next* block: the delay is a window in which the spikes of a whole block can be
-gathered at once. Each block:
+- the **exact mode** (the default: CPU, float64, sequential delivery, the shared input
+  schedule) gives Brian2's spikes bit for bit;
+- the **fast mode** (the default on CUDA: float32, dense delivery, a fused Triton kernel
+  per block of ``delay_steps`` steps, sync-free gathers in a CUDA graph) matches Brian2
+  statistically.
 
-1. **Gather** the spikes of the previous block, ``spk_buf`` (bool ``(K, B, N)``): compact
-   them to flat indices ``(k, row, neuron)`` (this list is also the recorded output,
-   copied to the host in chunks), look up the CSR rows of exactly these neurons and
-   expand them (work proportional to the synapses of the neurons that spiked, never to
-   all ``nnz``, never a sparse-matrix product over all neurons). Events of silenced
-   neurons go to an empty dummy row. The events land at ``step + D``, i.e. in slot
-   ``k`` of *this* block.
-2. **Run** ``K`` steps with static shapes: state update, threshold, delivery, kicks,
-   reset; step ``k`` writes its spike mask into ``spk_buf[k]`` (or, with the fused
-   kernel on the sync-free path, appends its spikes to the block's list directly).
-
-Two ways to run this loop:
-
-sync-free (``sync_free=True``, the default on CUDA)
-    The gather has fixed shapes: at most ``spike_capacity`` spikes per block
-    (``torch.nonzero_static``, or a cumulative-sum scatter where that is missing) and
-    ``synapse_capacity`` synaptic events (``searchsorted`` over the cumulative row
-    lengths; padding goes to a dummy slot with weight 0). Gather + ``K`` steps are
-    captured once in a CUDA graph (``cuda_graph=True``) and replayed block after block
-    with no host synchronisation at all; the host synchronises once per chunk of
-    ``chunk_steps`` steps to fetch the spikes and an overflow flag. If a capacity was
-    exceeded, the batch is rerun from the start with 4x that capacity (recorded in
-    ``meta['capacity_restarts']``; the capacities are chosen so that this is rare; the
-    most spikes and synaptic events seen in one block are recorded in
-    ``meta['max_spikes_per_block']`` / ``meta['max_events_per_block']``). Padding slots
-    of the expansion aim at distinct entries of a never-read region of ``inc``, so that
-    the ``index_add_`` of a block costs one coalesced pass over ``synapse_capacity``
-    slots (one shared dummy entry serialised ~1M atomics on one address: 1.7 ms per
-    block on an H100, half of the GPU time).
-    The steps: one hand-written Triton kernel per *block* (``fused_kernel``, default on
-    CUDA in float32). Within a block the neurons are independent (a spike reaches ``g``
-    in the next block at the earliest), so each program loads its neurons' ``v``, ``g``
-    and counter once, runs the 18 steps in registers (update, threshold, delivery of
-    ``inc[k]``, the kicks of the activated neurons in its range, reset, counter) and
-    stores them once; on the sync-free path it also appends the block's spikes to a list
-    (one atomic per program and step that has spikes), replacing ``nonzero_static`` over
-    ``(K, B, N)``. About 5 bytes of memory traffic per neuron and step (18 x 4 B of
-    ``inc`` + 2 x 9 B of state per block), against ~36 bytes in 3-4 launches per step for
-    the ``torch.compile`` step; per block: 1 step kernel + ~12 small gather kernels, all
-    in one CUDA graph.
-    Without Triton (or if the kernel disagrees with the eager step on a random state,
-    checked when a batch starts) ``torch.compile`` fuses one step into one elementwise
-    kernel plus a small kick kernel (``compile``, default on CUDA in float32; a failure
-    falls back to eager kernels, logged and recorded). The gather is compiled too.
-synced (``sync_free=False``, the default on CPU)
-    ``nonzero`` over ``spk_buf`` and ``repeat_interleave`` over the row lengths, with
-    exact sizes: one or two host synchronisations per block of 18 steps (free on the
-    CPU). On CUDA the ``K`` steps of a block can still be a CUDA graph.
-
-Delivery of the gathered events, two modes:
-
-``"dense"`` (default on CUDA and in float32)
-    The events are summed with ``index_add_`` into an increment buffer ``inc`` of
-    shape ``(K, B, N)`` indexed by step within the block (a ring of one block: the
-    entries set by the previous gather are cleared and it is refilled for the next
-    block, never rolled); step ``k`` adds ``inc[k]`` to ``g``. Static shapes, so the
-    block can be captured in a CUDA graph.
-    Floating point: ``g + (w1 + w2)`` instead of Brian2's ``(g + w1) + w2`` when a
-    neuron gets several inputs in one step (and atomics on CUDA), so last-bit
-    differences are possible.
-``"sequential"`` (default on CPU in float64: the *exact* mode)
-    The events of step ``k`` (a contiguous slice, since the list is sorted by step, row,
-    presynaptic neuron, synapse) are added straight into ``g`` with a 1-D ``index_add_``
-    in that order, which is Brian2's ``numpy.add.at`` order: bit-identical state, so
-    spike-identical results with a shared input schedule.
-
-Poisson kicks
--------------
-``kicks="schedule"`` (default): the shared draws of :func:`brainfly.schedule.draw_poisson`
-or the experiment's explicit input schedule (``SimulationInput.kicks``), scattered into a
-dense ``(steps, B, A)`` tensor per chunk of steps (``A`` = stimulated neurons of the
-batch). ``kicks="device"`` (fast mode, float32 only): Bernoulli(rate * dt) drawn on the
-device with torch's generator seeded from the experiment seed; statistically the same
-input as Brian2's ``PoissonInput``, not the same draws as the other engines.
-
-Per step, the order is Brian2's (established in ``tests/test_brian2_semantics.py``):
-state update (not refractory only) -> threshold (``v > v_th`` and not refractory) ->
-synaptic increments to ``g`` and kicks to ``v``, applied only to neurons that are not
-refractory in this step (Brian2 drops input during the refractory period) -> reset
-(``v = v_rst``, ``g = 0``) of the neurons that spiked. Activated neurons have a
-refractory period of 0, so their kicks are never dropped (except in their spike step,
-where the reset wipes them anyway).
+The package: this module (the engine, its options), :mod:`.network` (the connectome on
+the device, cached by content digest), :mod:`.runner` (one batch simulated block by
+block: the algorithm is described there) and :mod:`.triton_kernel` (the fused kernel).
+PyTorch is imported when the engine is used, not when this module is imported: without
+it, :meth:`TorchEngine.is_available` says why.
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from importlib import metadata
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..errors import EngineUnavailable, UnsupportedFeature, ValidationError
-from ..experiment import Experiment
-from ..results import SpikeResult
-from .base import Engine, ProgressCallback, SimulationInput, prepare, register_engine
+from ...errors import UnsupportedFeature, ValidationError
+from ...experiment import Experiment
+from ...results import SpikeResult
+from ..base import (Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, prepare,
+                    register_engine)
+from .network import DeviceNetwork, NetworkKey
+from .runner import BatchRunner, LearnedCapacities, Row, RunConfig
 
-__all__ = ["TorchEngine"]
-
-log = logging.getLogger(__name__)
+__all__ = ["TorchOptions", "TorchEngine"]
 
 _DTYPES = ("float64", "float32")
 _DELIVERIES = ("sequential", "dense")
 _KICKS = ("schedule", "device")
+#: Flags resolved per device when left at None.
+_FLAGS = ("cuda_graph", "compile", "fused_kernel", "sync_free")
 
 
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
-class _class_or_instance_method:  # noqa: N801 - used as a decorator
-    """Descriptor: the function gets the class and the instance (None when called on the class)."""
-
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.func = func
-        self.__doc__ = func.__doc__
-
-    def __get__(self, obj: Any, cls: type) -> Callable[[], Any]:
-        def bound() -> Any:
-            return self.func(cls, obj)
-
-        bound.__doc__ = self.func.__doc__
-        return bound
-
-
-@dataclass
-class _Row:
-    """One batch row: trial ``trial`` of condition ``cond``."""
-
-    cond: int
-    trial: int
-
-
-@register_engine
-class TorchEngine(Engine):
-    """Batched LIF simulation with PyTorch on CPU or CUDA (trials and conditions as a batch).
+@dataclass(frozen=True)
+class TorchOptions(EngineOptions):
+    """Options of the torch engine; ``None`` means the default for the device.
 
     Parameters
     ----------
@@ -169,8 +60,8 @@ class TorchEngine(Engine):
     batch_size : int, optional
         Most rows (trials) simulated together; default 32 on CPU, 256 on CUDA.
     delivery : {"sequential", "dense"}, optional
-        How synaptic events reach ``g`` (see the module docstring). Default
-        ``sequential`` on CPU in float64 (exact), else ``dense``.
+        How synaptic events reach ``g`` (see :mod:`brainfly.engines.torch.runner`).
+        Default ``sequential`` on CPU in float64 (exact), else ``dense``.
     kicks : {"schedule", "device"}
         ``schedule`` (default): the shared Poisson draws / explicit schedule, identical
         for every engine. ``device``: own Bernoulli draws on the device (float32 only).
@@ -180,30 +71,162 @@ class TorchEngine(Engine):
     compile : bool, optional
         ``torch.compile`` one step into one fused kernel (float32 dense mode only). Default
         True on CUDA in float32, else False. The first run in a process compiles (tens of
-        seconds; inductor caches on disk); if compiling fails, the step runs eagerly and
-        the failure is logged and recorded in ``meta['compile_error']``.
+        seconds; inductor caches on disk); if compiling fails, the step runs eagerly: a
+        choice recorded in the result (``meta['choices']``, ``meta['compile_error']``).
+    fused_kernel : bool, optional
+        The steps of a block = one hand-written Triton kernel (update, threshold,
+        delivery, kicks, reset, counter, spike list; float32 dense mode only). Default
+        True on CUDA in float32. It is checked against the eager step on a random state
+        when a batch starts; if Triton is missing or the check fails, the step falls back
+        to ``torch.compile`` (or eager kernels), recorded in ``meta['choices']`` and
+        ``meta['fused_kernel_error']``. On CPU it runs only under Triton's interpreter
+        (``TRITON_INTERPRET=1``, tests).
     sync_free : bool, optional
         Fixed-capacity gathers without host synchronisation inside the loop, one
-        synchronisation per chunk (see the module docstring). Default True on CUDA with
-        dense delivery, else False.
+        synchronisation per chunk. Default True on CUDA with dense delivery, else False.
     spike_capacity, synapse_capacity : int, optional
         Per-block capacities of the sync-free gather (spikes, synaptic events); default
         from the batch size and the mean out-degree. An overflow reruns the batch with 4x
         the capacity (``meta['capacity_restarts']``).
-    fused_kernel : bool, optional
-        The steps of a block = one hand-written Triton kernel (update, threshold,
-        delivery, kicks, reset, counter, spike list; float32 dense mode only). Default True on CUDA in float32. It is
-        checked against the eager step on a random state when a batch starts; if Triton
-        is missing or the check fails, the step falls back to ``torch.compile`` (or eager
-        kernels), logged and recorded in ``meta['fused_kernel_error']``. On CPU it runs only
-        under Triton's interpreter (``TRITON_INTERPRET=1``, tests).
     chunk_steps : int
         Steps per chunk of kicks built on the host (rounded to whole blocks), default 2000.
     threads : int, optional
         ``torch.set_num_threads`` on CPU.
 
+    Raises
+    ------
+    ValidationError
+        For a value out of range or a combination that cannot work (``kicks='device'`` in
+        float64, ``compile``/``fused_kernel`` outside the float32 dense mode,
+        ``cuda_graph``/``sync_free`` without dense delivery).
+    """
+
+    engine: ClassVar[str] = "torch"
+
+    device: str = "cpu"
+    dtype: str | None = None
+    batch_size: int | None = None
+    delivery: str | None = None
+    kicks: str = "schedule"
+    cuda_graph: bool | None = None
+    compile: bool | None = None
+    fused_kernel: bool | None = None
+    sync_free: bool | None = None
+    spike_capacity: int | None = None
+    synapse_capacity: int | None = None
+    chunk_steps: int = 2000
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        dev = self.device
+        self._check("device", isinstance(dev, str) and (dev in ("cpu", "cuda") or (
+            dev.startswith("cuda:") and dev[5:].isdigit())), "'cpu', 'cuda' or 'cuda:N'")
+        self._check("dtype", self.dtype is None or self.dtype in _DTYPES, f"None or one of {list(_DTYPES)}")
+        self._check("delivery", self.delivery is None or self.delivery in _DELIVERIES,
+                    f"None or one of {list(_DELIVERIES)}")
+        self._check("kicks", self.kicks in _KICKS, f"one of {list(_KICKS)}")
+        for key in ("batch_size", "spike_capacity", "synapse_capacity", "threads"):
+            value = getattr(self, key)
+            self._check(key, value is None or self.is_int(value, 1), "an integer >= 1 or None")
+        self._check("chunk_steps", self.is_int(self.chunk_steps, 1), "an integer >= 1")
+        for key in _FLAGS:
+            self._check(key, getattr(self, key) in (None, True, False), "True, False or None")
+        cfg = self.resolve()
+        if cfg.kicks == "device" and cfg.dtype == "float64":
+            self._refuse("kicks", "kicks='device' (own Poisson draws) is the float32 fast mode; float64 runs use "
+                         "the shared schedule (kicks='schedule') so they stay comparable")
+        fast = cfg.delivery == "dense" and cfg.dtype == "float32"
+        if cfg.cuda_graph and cfg.delivery != "dense":
+            self._refuse("cuda_graph", "cuda_graph=True needs delivery='dense' (static shapes)")
+        if cfg.compile and not fast:
+            self._refuse("compile", "compile=True is for the float32 fast mode with dense delivery (the compiler "
+                         "may fuse multiply-adds, which would break the float64 exact mode)")
+        if cfg.fused_kernel and not fast:
+            self._refuse("fused_kernel", "fused_kernel=True is for the float32 fast mode with dense delivery (the "
+                         "Triton kernel may fuse multiply-adds, which would break the float64 exact mode)")
+        if cfg.sync_free and cfg.delivery != "dense":
+            self._refuse("sync_free", "sync_free=True needs delivery='dense'")
+
+    def _refuse(self, key: str, why: str) -> None:
+        raise ValidationError(f"engine {self.engine!r} option {key}: {why}")
+
+    def resolve(self) -> RunConfig:
+        """These options with every ``None`` replaced by the default for the device."""
+        on_cpu = self.device == "cpu"
+        dtype = self.dtype if self.dtype is not None else ("float64" if on_cpu else "float32")
+        delivery = self.delivery if self.delivery is not None else (
+            "sequential" if on_cpu and dtype == "float64" else "dense")
+        dense = delivery == "dense"
+        fast = dense and dtype == "float32"
+
+        def flag(value: bool | None, default: bool) -> bool:
+            return bool(value) if value is not None else default
+
+        return RunConfig(
+            device=self.device, dtype=dtype, delivery=delivery, kicks=self.kicks,
+            batch_size=int(self.batch_size) if self.batch_size is not None else (32 if on_cpu else 256),
+            cuda_graph=flag(self.cuda_graph, not on_cpu and dense),
+            compile=flag(self.compile, not on_cpu and fast),
+            fused_kernel=flag(self.fused_kernel, not on_cpu and fast),
+            sync_free=flag(self.sync_free, not on_cpu and dense),
+            spike_capacity=None if self.spike_capacity is None else int(self.spike_capacity),
+            synapse_capacity=None if self.synapse_capacity is None else int(self.synapse_capacity),
+            chunk_steps=int(self.chunk_steps),
+            threads=None if self.threads is None else int(self.threads),
+        )
+
+    def defaults_chosen(self) -> list[str]:
+        """The defaults this device chose for the user (recorded as choices of every run)."""
+        cfg = self.resolve()
+        on_cpu = self.device == "cpu"
+        out = []
+        for key in ("dtype", "delivery") + _FLAGS:
+            if getattr(self, key) is None and (key in ("dtype", "delivery") or not on_cpu):
+                out.append(f"{key}={getattr(cfg, key)!r} (default on {self.device})")
+        if out and not cfg.exact:
+            out[-1] += "; not the exact mode (results match Brian2 statistically)"
+        return out
+
+
+@lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str]:
+    """Installed versions of torch and Triton (from the package metadata: nothing imported)."""
+    out = {}
+    for lib, dists in (("torch", ("torch",)), ("triton", ("triton", "pytorch-triton"))):
+        for dist in dists:
+            try:
+                out[lib] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def _cuda_status(torch: Any, device: str) -> tuple[bool, str]:
+    """(True, "") if *device* (``cuda`` or ``cuda:N``) is usable, else (False, reason)."""
+    if not torch.cuda.is_available():
+        build = (f"built with CUDA {torch.version.cuda}: no usable device or driver" if torch.version.cuda
+                 else "a build without CUDA")
+        return False, f"CUDA is not available (torch {torch.__version__}, {build}); use device='cpu'"
+    index = torch.device(device).index
+    if index is not None and index >= torch.cuda.device_count():
+        return False, f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+    return True, ""
+
+
+@register_engine
+class TorchEngine(Engine):
+    """Batched LIF simulation with PyTorch on CPU or CUDA (trials and conditions as a batch).
+
+    Parameters
+    ----------
+    options : TorchOptions, optional
+        Or give the options as keywords (see :class:`TorchOptions`).
+
     Attributes
     ----------
+    config : RunConfig
+        The options with the defaults for the device resolved.
     exact : bool
         True when this configuration is spike-identical to Brian2 given the same input
         schedule (CPU, float64, sequential delivery, scheduled kicks): the default.
@@ -212,125 +235,51 @@ class TorchEngine(Engine):
     --------
     >>> from brainfly.engines import get_engine
     >>> eng = get_engine("torch", dtype="float64")
-    >>> eng.exact
-    True
+    >>> eng.exact, eng.config.delivery
+    (True, 'sequential')
     """
 
     name = "torch"
-    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
+    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "batch"})
     exact = True  # the default configuration (CPU, float64, sequential delivery)
     description = "batched PyTorch engine (CPU/CUDA); float64 exact mode, float32 fast mode"
+    Options = TorchOptions
     trials_per_chunk = 64  # one GPU batch should hold all trials of a typical run
 
-    def __init__(self, device: str = "cpu", dtype: str | None = None, batch_size: int | None = None,
-                 delivery: str | None = None, kicks: str = "schedule", cuda_graph: bool | None = None,
-                 compile: bool | None = None, chunk_steps: int = 2000, threads: int | None = None,
-                 sync_free: bool | None = None, spike_capacity: int | None = None,
-                 synapse_capacity: int | None = None, fused_kernel: bool | None = None,
-                 **options: Any) -> None:
-        if options:
-            raise ValidationError(
-                f"engine 'torch': unknown option(s) {sorted(options)}; valid options are "
-                "device, dtype, batch_size, delivery, kicks, cuda_graph, compile, chunk_steps, threads, "
-                "sync_free, spike_capacity, synapse_capacity, fused_kernel"
-            )
-        super().__init__(device=device, dtype=dtype, batch_size=batch_size, delivery=delivery, kicks=kicks,
-                         cuda_graph=cuda_graph, compile=compile, chunk_steps=chunk_steps, threads=threads,
-                         sync_free=sync_free, spike_capacity=spike_capacity, synapse_capacity=synapse_capacity,
-                         fused_kernel=fused_kernel)
-        if not isinstance(device, str) or not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
-            raise ValidationError(f"engine 'torch': option device must be 'cpu', 'cuda' or 'cuda:N' (got {device!r})")
-        self.device = device
-        on_cpu = device == "cpu"
-        self.dtype = dtype if dtype is not None else ("float64" if on_cpu else "float32")
-        if self.dtype not in _DTYPES:
-            raise ValidationError(f"engine 'torch': option dtype must be one of {_DTYPES} (got {dtype!r})")
-        if kicks not in _KICKS:
-            raise ValidationError(f"engine 'torch': option kicks must be one of {_KICKS} (got {kicks!r})")
-        if kicks == "device" and self.dtype == "float64":
-            raise ValidationError(
-                "engine 'torch': kicks='device' (own Poisson draws) is the float32 fast mode; "
-                "float64 runs use the shared schedule (kicks='schedule') so they stay comparable"
-            )
-        self.kicks_mode = kicks
-        if delivery is None:
-            delivery = "sequential" if (on_cpu and self.dtype == "float64") else "dense"
-        if delivery not in _DELIVERIES:
-            raise ValidationError(f"engine 'torch': option delivery must be one of {_DELIVERIES} (got {delivery!r})")
-        self.delivery = delivery
-        if batch_size is None:
-            batch_size = 32 if on_cpu else 256
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValidationError(f"engine 'torch': option batch_size must be an integer >= 1 (got {batch_size!r})")
-        self.batch_size = int(batch_size)
-        self.cuda_graph = bool(cuda_graph) if cuda_graph is not None else (not on_cpu and delivery == "dense")
-        if self.cuda_graph and delivery != "dense":
-            raise ValidationError("engine 'torch': cuda_graph=True needs delivery='dense' (static shapes)")
-        fast = delivery == "dense" and self.dtype == "float32"
-        self.compile = bool(compile) if compile is not None else (not on_cpu and fast)
-        if self.compile and not fast:
-            raise ValidationError(
-                "engine 'torch': compile=True is for the float32 fast mode with dense delivery "
-                "(the compiler may fuse multiply-adds, which would break the float64 exact mode)"
-            )
-        self.fused_kernel = bool(fused_kernel) if fused_kernel is not None else (not on_cpu and fast)
-        if self.fused_kernel and not fast:
-            raise ValidationError(
-                "engine 'torch': fused_kernel=True is for the float32 fast mode with dense delivery "
-                "(the Triton kernel may fuse multiply-adds, which would break the float64 exact mode)"
-            )
-        if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1:
-            raise ValidationError(f"engine 'torch': option chunk_steps must be an integer >= 1 (got {chunk_steps!r})")
-        self.chunk_steps = int(chunk_steps)
-        self.threads = threads
-        self.sync_free = bool(sync_free) if sync_free is not None else (not on_cpu and delivery == "dense")
-        if self.sync_free and delivery != "dense":
-            raise ValidationError("engine 'torch': sync_free=True needs delivery='dense'")
-        for key, val in (("spike_capacity", spike_capacity), ("synapse_capacity", synapse_capacity)):
-            if val is not None and (isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1):
-                raise ValidationError(f"engine 'torch': option {key} must be an integer >= 1 or None (got {val!r})")
-        self.spike_capacity = None if spike_capacity is None else int(spike_capacity)
-        self.synapse_capacity = None if synapse_capacity is None else int(synapse_capacity)
-        # instance attribute: this configuration's exactness (the class attribute is the default's)
-        self.exact = (on_cpu and self.dtype == "float64" and delivery == "sequential" and kicks == "schedule")
-        # defaults chosen for the user: logged once, recorded in every result's metadata
-        self.choices = [f"{k}={getattr(self, a)!r} (default on {device})"
-                        for k, a, v in (("dtype", "dtype", dtype), ("delivery", "delivery", self.options["delivery"]),
-                                        ("cuda_graph", "cuda_graph", cuda_graph), ("compile", "compile", compile),
-                                        ("fused_kernel", "fused_kernel", fused_kernel),
-                                        ("sync_free", "sync_free", sync_free))
-                        if v is None and (k in ("dtype", "delivery") or not on_cpu)]
-        if self.choices:
-            log.info("engine 'torch': %s%s", ", ".join(self.choices),
-                     "" if self.exact else "; not the exact mode (results match Brian2 statistically)")
+    options: TorchOptions
+
+    def __init__(self, options: TorchOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.config = self.options.resolve()
+        self.exact = self.config.exact  # this configuration's (the class attribute is the default's)
+        self._net: DeviceNetwork | None = None  # the last network used, reused while its key holds
+        self._learned: LearnedCapacities = {}
 
     # ------------------------------------------------------------------ contract
-    @_class_or_instance_method
-    def is_available(cls, self: "TorchEngine | None" = None) -> tuple[bool, str]:
-        """(True, "") if torch imports, else (False, reason); probes by trying.
-
-        Called on the class (``TorchEngine.is_available()``) it checks PyTorch; called on
-        an engine configured for a GPU (``get_engine("torch", device="cuda")``) it also
-        checks that CUDA and that device are usable.
-        """
+    def is_available(self) -> tuple[bool, str]:
+        """(True, "") if PyTorch imports and the device asked for is usable, else (False, reason)."""
         try:
             import torch
         except Exception as exc:  # noqa: BLE001 - any import failure means unavailable
             return False, f"PyTorch cannot be imported ({exc}); install it with `pip install torch`"
-        if self is not None and self.device != "cpu":
-            if not torch.cuda.is_available():
-                return False, (f"device {self.device!r} asked for, but CUDA is not available (torch "
-                               f"{torch.__version__}, built with CUDA {torch.version.cuda}); use device='cpu'")
-            index = torch.device(self.device).index
-            if index is not None and index >= torch.cuda.device_count():
-                return False, (f"device {self.device!r} asked for, but only {torch.cuda.device_count()} "
-                               "CUDA device(s) are visible")
+        if self.config.device != "cpu":
+            ok, reason = _cuda_status(torch, self.config.device)
+            if not ok:
+                return False, f"device {self.config.device!r} asked for, but {reason}"
         return True, ""
 
-    def _check_device(self) -> None:
-        ok, reason = self.is_available()
-        if not ok:
-            raise EngineUnavailable(f"engine 'torch' cannot run here: {reason}")
+    def devices(self) -> dict[str, tuple[bool, str]]:
+        """``{"cpu": (ok, reason), "cuda": (ok, reason)}``, probed by trying."""
+        try:
+            import torch
+        except Exception as exc:  # noqa: BLE001 - any import failure means unavailable
+            why = f"PyTorch cannot be imported ({exc}); install it with `pip install torch`"
+            return {"cpu": (False, why), "cuda": (False, why)}
+        return {"cpu": (True, ""), "cuda": _cuda_status(torch, "cuda")}
+
+    def versions(self) -> dict[str, str]:
+        """Versions of torch and (if installed) Triton."""
+        return dict(_library_versions())
 
     def validate(self, sim: SimulationInput) -> None:
         """Refuse what this configuration cannot do (before any work).
@@ -342,7 +291,7 @@ class TorchEngine(Engine):
             not fit the counter.
         """
         super().validate(sim)
-        if self.kicks_mode == "device" and sim.schedule is not None:
+        if self.config.kicks == "device" and sim.schedule is not None:
             raise UnsupportedFeature(
                 "engine 'torch' with kicks='device' draws its own Poisson input and cannot replay "
                 f"the input schedule {sim.experiment.input_schedule!r}; use kicks='schedule'"
@@ -351,14 +300,13 @@ class TorchEngine(Engine):
             raise UnsupportedFeature("engine 'torch': refractory periods above 32000 steps are not supported")
 
     def simulate(self, sim: SimulationInput, trials: list[int],
-                 progress: ProgressCallback | None = None) -> SpikeResult:
+                 progress: ProgressCallback | None = None) -> EngineOutput:
         """Run the given trials of one prepared experiment (see :meth:`Engine.run`)."""
-        self._check_device()
+        self.check_available()
         return self._simulate_many([sim], [list(trials)], progress)[0]
 
-    def run_batch(self, connectome: Any, experiments: Sequence[Experiment], *,
-                  trials: Sequence[Sequence[int]] | None = None,
-                  progress: ProgressCallback | None = None) -> list[SpikeResult]:
+    def run_many(self, connectome: Any, experiments: Sequence[Experiment], *,
+                 progress: ProgressCallback | None = None) -> list[SpikeResult]:
         """Run several experiments on one connectome as one batch of rows.
 
         Each experiment's trials become rows of the batch (split into passes of
@@ -370,14 +318,13 @@ class TorchEngine(Engine):
         connectome : Connectome
         experiments : sequence of Experiment
             All must have the same ``t_run`` and ``params``.
-        trials : sequence of sequence of int, optional
-            Trials to run per experiment (default: all of each).
         progress : callable (done_rows, total_rows), optional
 
         Returns
         -------
         list of SpikeResult
-            One per experiment, in order.
+            One per experiment, in order; each records the whole batch's timings
+            (``meta['conditions_in_batch_run']`` says how many conditions shared them).
 
         Raises
         ------
@@ -392,72 +339,75 @@ class TorchEngine(Engine):
 
             base = builtin_experiment("sugar").with_(n_trials=1)
             screen = [base.with_(name=f"silence-{fid}", silenced=(fid,)) for fid in candidates]
-            results = get_engine("torch", device="cuda", batch_size=len(screen)).run_batch(net, screen)
+            results = get_engine("torch", device="cuda", batch_size=len(screen)).run_many(net, screen)
         """
         experiments = list(experiments)
         if not experiments:
-            raise ValidationError("TorchEngine.run_batch: experiments is empty; give at least one Experiment")
+            raise ValidationError("TorchEngine.run_many: experiments is empty; give at least one Experiment")
         first = experiments[0]
         for k, e in enumerate(experiments):
             if not isinstance(e, Experiment):
-                raise ValidationError(f"TorchEngine.run_batch: experiments[{k}] is a {type(e).__name__}, not an Experiment")
+                raise ValidationError(f"TorchEngine.run_many: experiments[{k}] is a {type(e).__name__}, "
+                                      "not an Experiment")
             if e.params != first.params or e.n_steps != first.n_steps:
                 raise ValidationError(
-                    f"TorchEngine.run_batch: experiments[{k}] ({e.name!r}) has t_run={e.t_run} s / params "
+                    f"TorchEngine.run_many: experiments[{k}] ({e.name!r}) has t_run={e.t_run} s / params "
                     f"different from experiments[0] ({first.name!r}, t_run={first.t_run} s); one batch shares "
                     "t_run and params: run the others in another call"
                 )
-        self._check_device()
+        self.check_available()
         sims = [prepare(connectome, e) for e in experiments]
         for s in sims:
             self.validate(s)
-        if trials is None:
-            trial_lists = [list(range(e.n_trials)) for e in experiments]
-        else:
-            trial_lists = [list(t) for t in trials]
-            if len(trial_lists) != len(experiments):
-                raise ValidationError(
-                    f"TorchEngine.run_batch: trials has {len(trial_lists)} lists for {len(experiments)} experiments"
-                )
-        return self._simulate_many(sims, trial_lists, progress)
+        trial_lists = [list(range(e.n_trials)) for e in experiments]
+        outs = self._simulate_many(sims, trial_lists, progress)
+        return [self.result(s, t, o) for s, t, o in zip(sims, trial_lists, outs)]
 
     # ------------------------------------------------------------------ driver
+    def _network(self, sim: SimulationInput) -> tuple[DeviceNetwork, bool]:
+        """The connectome of *sim* on the device: the cached one if its key is unchanged (reused?)."""
+        cfg = self.config
+        key = NetworkKey.of(sim, cfg.device, cfg.dtype)
+        if self._net is not None and self._net.key == key:
+            return self._net, True
+        self._net = None  # release the old one's memory before building the new one
+        self._net = DeviceNetwork(sim, cfg.device, cfg.dtype)
+        return self._net, False
+
     def _simulate_many(self, sims: list[SimulationInput], trial_lists: list[list[int]],
-                       progress: ProgressCallback | None) -> list[SpikeResult]:
-        torch = _torch()
-        if self.threads is not None and self.device == "cpu":
-            torch.set_num_threads(int(self.threads))
+                       progress: ProgressCallback | None) -> list[EngineOutput]:
+        import torch
+
+        cfg = self.config
         t_start = time.perf_counter()
-        rows = [_Row(c, t) for c, tl in enumerate(trial_lists) for t in tl]
-        if self.device != "cpu":  # streams and graphs on the asked-for GPU, not the current one
-            with torch.cuda.device(torch.device(self.device)):
+        if cfg.threads is not None and cfg.device == "cpu":
+            torch.set_num_threads(cfg.threads)
+        rows = [Row(c, t) for c, tl in enumerate(trial_lists) for t in tl]
+        if cfg.device != "cpu":  # streams and graphs on the asked-for GPU, not the current one
+            with torch.cuda.device(torch.device(cfg.device)):
                 return self._simulate_rows(torch, sims, trial_lists, rows, progress, t_start)
         return self._simulate_rows(torch, sims, trial_lists, rows, progress, t_start)
 
     def _simulate_rows(self, torch: Any, sims: list[SimulationInput], trial_lists: list[list[int]],
-                       rows: list[_Row], progress: ProgressCallback | None, t_start: float) -> list[SpikeResult]:
-        key = (sims[0].connectome, self.device, self.dtype, sims[0].coeffs.w_syn)
-        cached = getattr(self, "_net_cache", None)
-        if cached is not None and all(a is b or a == b for a, b in zip(cached[0], key)):
-            net = cached[1]  # the same connectome again: its arrays are already on the device
-        else:
-            net = _DeviceNetwork(sims[0], self.device, self.dtype)
-            self._net_cache = (key, net)
+                       rows: list[Row], progress: ProgressCallback | None, t_start: float) -> list[EngineOutput]:
+        t0 = time.perf_counter()
+        net, reused = self._network(sims[0])
+        info: dict[str, Any] = {"network_reused": reused, "network_s": time.perf_counter() - t0}
+        choices = self.options.defaults_chosen()
         out: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in sims]
-        info: dict[str, Any] = {}
         done = 0
-        sim_s = 0.0
-        for lo in range(0, len(rows), self.batch_size):
-            batch = rows[lo:lo + self.batch_size]
-            t0 = time.perf_counter()
-            runner = _BatchRunner(self, net, sims, batch)
-            setup = time.perf_counter() - t0
+        for lo in range(0, len(rows), self.config.batch_size):
+            batch = rows[lo:lo + self.config.batch_size]
+            runner = BatchRunner(self.config, net, sims, batch, self._learned)
             row_idx, step, neuron = runner.run()
-            sim_s += time.perf_counter() - t0
-            for key, val in runner.info.items():  # sums over batches for the timings
-                summed = key.endswith("_s") or key in ("host_syncs", "capacity_restarts")
-                info[key] = info.get(key, 0) + val if summed else val
-            info["setup_s"] = info.get("setup_s", 0.0) + round(setup, 4)
+            for key, val in runner.info.items():  # over batches: sums of times and counts, maxima
+                if key.endswith("_s") or key in ("host_syncs", "capacity_restarts"):
+                    info[key] = info.get(key, 0) + val
+                elif key.startswith("max_"):
+                    info[key] = max(info.get(key, val), val)
+                else:
+                    info[key] = val
+            choices += [c for c in runner.choices if c not in choices]
             conds = np.array([r.cond for r in batch], dtype=np.int64)
             trial_of = np.array([r.trial for r in batch], dtype=np.int64)
             for c in np.unique(conds).tolist():
@@ -466,932 +416,32 @@ class TorchEngine(Engine):
             done += len(batch)
             if progress is not None:
                 progress(done, len(rows))
-        wall = time.perf_counter() - t_start
-        torch_version = torch.__version__
-        device_info: dict[str, Any] = {"device": "cpu"}
+        versions: dict[str, str] = {}
+        device = "cpu"
         if net.device.type == "cuda":
             index = net.device.index if net.device.index is not None else torch.cuda.current_device()
-            device_info = {"device": f"cuda:{index}", "device_name": torch.cuda.get_device_name(index),
-                           "peak_gpu_mem_mb": float(torch.cuda.max_memory_allocated(index)) / 2**20}
+            device = f"cuda:{index}"
+            versions["cuda"] = str(torch.version.cuda)
+            info["device_name"] = torch.cuda.get_device_name(index)
+            info["peak_gpu_mem_mb"] = float(torch.cuda.max_memory_allocated(index)) / 2**20
+        # build: compiling kernels and capturing graphs; sim: the step loops; setup: the rest
+        # (network upload, state, kicks, output)
+        build_s = sum(float(info.get(k, 0.0)) for k in ("fused_kernel_s", "compile_s", "gather_compile_s",
+                                                         "capture_s"))
+        sim_s = float(info.get("loop_s", 0.0))
+        details = {"resolved_options": self.config.to_dict(), "rows_in_batch_run": len(rows),
+                   "conditions_in_batch_run": len(sims), "batches": -(-len(rows) // self.config.batch_size),
+                   **{k: round(v, 4) if k.endswith("_s") else v for k, v in info.items()}}
         results = []
-        for c, sim in enumerate(sims):
+        for c in range(len(sims)):
             parts = out[c]
             trial = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int32)
             idx = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int32)
             step = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int64)
-            meta = {
-                "engine_options": {
-                    "device": self.device, "dtype": self.dtype, "delivery": self.delivery,
-                    "kicks": self.kicks_mode, "batch_size": self.batch_size,
-                    "cuda_graph": self.cuda_graph, "compile": self.compile, "sync_free": self.sync_free,
-                    "fused_kernel": self.fused_kernel,
-                },
-                "exact": self.exact,
-                "choices": list(self.choices),
-                "torch_version": torch_version,
-                **device_info,
-                "rows_in_batch_run": len(rows),
-                "conditions_in_batch_run": len(sims),
-                "wall_s": wall,
-                "simulate_s": sim_s,
-                # the keys of the other engines: setup (state, kicks, compilation, graph
-                # capture), build (0: nothing to build), sim (the step loop)
-                "timings": {"setup_s": float(sim_s - info.get("loop_s", 0.0)), "build_s": 0.0,
-                            "sim_s": float(info.get("loop_s", 0.0)), "wall_s": float(wall)},
-                **info,
-            }
-            results.append(SpikeResult(
-                trial.astype(np.int32), idx.astype(np.int32), step.astype(np.int64),
-                sim.connectome.flywire_ids, trial_lists[c], sim.n_steps, sim.params.dt_s,
-                sim.experiment.name, engine=self.name, connectome_label=sim.connectome.label,
-                synthetic=bool(sim.connectome.synthetic), meta=meta,
-            ))
-        return results
-
-
-_FUSED_KERNEL: Any = None
-_FUSED_BLOCK = 1024  # neurons per program of the fused step kernel
-
-
-def _fused_step_kernel() -> Any:
-    """The Triton kernel that runs the steps of one block (float32; built on first use).
-
-    Within a block of ``K = delay_steps`` steps the neurons are independent: a spike of
-    this block reaches ``g`` in the next block at the earliest, and this block's
-    increments ``inc[k]`` were all gathered before it started. So one program takes
-    ``BLOCK`` neurons of one row, loads ``v``, ``g`` and the refractory counter once, runs
-    ``n_steps`` steps in registers (state update, threshold, the increment ``inc[k]``
-    dropped while refractory, the Poisson kicks: a masked gather from the kick table
-    through a per-neuron column index ``slot`` read once per block, reset, counter) and
-    stores the state once. Spikes: the mask ``spk[k]`` (``WRITE_SPK``) and/or
-    an append to the block's spike list, one atomic per program and step with spikes
-    (``COMPACT``, the sync-free path; the list is unordered, the host sorts, and the
-    counter keeps counting past the capacity so that an overflow is seen).
-
-    Memory traffic per neuron and block of 18 steps (int8 counter): v, g, cnt read and
-    written once, 2 x 9 B, + inc 18 x 4 B (+ rfc 1 B and slot 4 B, shared by all rows:
-    one (N,) row each, L2-resident) = 90 B, i.e. **5 B per neuron-step** (6 B with the
-    spike mask),
-    in ONE launch per block. Before: the torch.compile step, 3-4 launches per step moving
-    about 36 B per neuron-step (profile of 32 trials on an H100: 54.6 + 13.5 + 7.3 + 1.7 us
-    per step for 4.4M neurons); a one-step fused kernel would still move 22 B.
-    """
-    global _FUSED_KERNEL
-    if _FUSED_KERNEL is not None:
-        return _FUSED_KERNEL
-    import triton
-    import triton.language as tl
-
-    @triton.jit(do_not_specialize=["n_steps", "ev_cap"])  # one binary for every block length / capacity
-    def lif_block(v_ptr, g_ptr, cnt_ptr, rfc_ptr, rfc_stride, inc_ptr, spk_ptr, BN, n_steps,
-                  kick_ptr, kick_kstride, kick_stride, slot_ptr, N,
-                  gd, vd, vg, vc, vth, vrst, ev_ptr, ev_count_ptr, ev_cap,
-                  BLOCK: tl.constexpr, HAS_KICKS: tl.constexpr, COMPACT: tl.constexpr,
-                  WRITE_SPK: tl.constexpr):
-        col = tl.program_id(0)
-        row = tl.program_id(1).to(tl.int64)
-        n = col * BLOCK + tl.arange(0, BLOCK)
-        m = n < N
-        off = row * N + n
-        v = tl.load(v_ptr + off, mask=m, other=0.0)
-        g = tl.load(g_ptr + off, mask=m, other=0.0)
-        cnt = tl.load(cnt_ptr + off, mask=m, other=1).to(tl.int32)
-        rfc = tl.load(rfc_ptr + row * rfc_stride + n, mask=m, other=0).to(tl.int32)
-        if HAS_KICKS:  # column of each neuron in the kick table, -1 if never kicked
-            slot = tl.load(slot_ptr + n, mask=m, other=-1, eviction_policy="evict_last")
-            kicked = slot >= 0
-            kick_row = kick_ptr + row * kick_stride + tl.maximum(slot, 0)
-        kofs = row * 0  # k * B * N in int64, carried through the loop
-        for k in range(n_steps):
-            inc = tl.load(inc_ptr + kofs + off, mask=m, other=0.0, eviction_policy="evict_first")
-            nr = cnt == 0
-            vn = tl.where(nr, vc + (vg * g + vd * v), v)
-            gn = tl.where(nr, gd * g + inc, g)
-            spk = (vn > vth) & nr & m  # (lanes past N: never, whatever their dummy state does)
-            if HAS_KICKS:  # a masked gather: no memory traffic for the neurons never kicked
-                kv = tl.load(kick_row + k * kick_kstride, mask=m & kicked, other=0.0)
-                vn = tl.where(kicked, vn + kv, vn)
-            v = tl.where(spk, vrst, vn)
-            g = tl.where(spk, 0.0, gn)
-            cnt = tl.where(spk, rfc, tl.maximum(cnt - 1, 0))
-            if WRITE_SPK:
-                tl.store(spk_ptr + kofs + off, spk, mask=m)
-            if COMPACT:
-                s32 = spk.to(tl.int32)
-                n_spk = tl.sum(s32, 0)
-                if n_spk > 0:
-                    base = tl.atomic_add(ev_count_ptr, n_spk)
-                    pos = base + tl.cumsum(s32, 0) - 1
-                    tl.store(ev_ptr + pos, kofs + off, mask=spk & (pos < ev_cap))
-            kofs += BN
-        tl.store(v_ptr + off, v, mask=m)
-        tl.store(g_ptr + off, g, mask=m)
-        tl.store(cnt_ptr + off, cnt.to(cnt_ptr.dtype.element_ty), mask=m)
-
-    _FUSED_KERNEL = lif_block
-    return lif_block
-
-
-class _DeviceNetwork:
-    """The connectome's CSR arrays on the device, plus one empty dummy row (index N)."""
-
-    def __init__(self, sim: SimulationInput, device: str, dtype: str) -> None:
-        torch = _torch()
-        c = sim.connectome
-        self.n = c.n_neurons
-        dev = torch.device(device)
-        indptr = np.asarray(c.indptr, dtype=np.int64)
-        deg = np.diff(indptr)
-        # Brian2 computes w = count * w_syn in float64 (SimulationInput.weight_v, unsilenced)
-        w = np.asarray(c.weight, dtype=np.float64) * sim.coeffs.w_syn
-        self.start = torch.from_numpy(np.concatenate([indptr[:-1], [0]])).to(dev)
-        self.deg = torch.from_numpy(np.concatenate([deg, [0]])).to(dev)
-        self.post = torch.from_numpy(np.asarray(c.post_idx, dtype=np.int64)).to(dev)
-        self.weight = torch.from_numpy(w).to(device=dev, dtype=getattr(torch, dtype))
-        self.n_edges = int(c.n_connections)
-        self.device = dev
-
-
-class _Overflow(Exception):
-    """A fixed capacity of the sync-free gather was exceeded (the batch is rerun larger)."""
-
-
-class _BatchRunner:
-    """Simulates one batch of rows (see the module docstring for the loop).
-
-    Neurons are padded to a multiple of 64 (``self.N``, the row stride) so that every
-    row and block slice is aligned; pad neurons have no synapses, no input and stay at
-    rest. ``self.n_real`` is the connectome's neuron count.
-    """
-
-    PAD = 64
-
-    def __init__(self, engine: TorchEngine, net: _DeviceNetwork, sims: list[SimulationInput],
-                 rows: list[_Row]) -> None:
-        torch = _torch()
-        self.torch = torch
-        self.engine = engine
-        self.net = net
-        self.sims = sims
-        self.rows = rows
-        self.info: dict[str, Any] = {}
-        sim0 = sims[0]
-        self.n_steps = sim0.n_steps
-        self.K = int(sim0.delay_steps)  # block length = the synaptic delay
-        c = sim0.coeffs
-        self.c = c
-        dev = net.device
-        self.dev = dev
-        self.fdtype = getattr(torch, engine.dtype)
-        B, n_real = len(rows), net.n
-        N = -(-n_real // self.PAD) * self.PAD
-        self.B, self.N, self.n_real = B, N, n_real
-        self.BN = B * N
-
-        def padded(a: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.full((a.shape[0], N), fill, dtype=a.dtype)
-            out[:, :n_real] = a
-            return out
-
-        # ---- per-row condition arrays (host, then device)
-        rfc = np.stack([sims[r.cond].refractory_steps for r in rows]).astype(np.int64)
-        rfc_set = padded(np.maximum(rfc - 1, 0), 0)  # steps still frozen after the spike step
-        cnt_dtype = torch.int8 if rfc_set.max(initial=0) < 127 else torch.int16
-        self.rfc_set = torch.from_numpy(rfc_set).to(device=dev, dtype=cnt_dtype)
-        sil = padded(np.stack([sims[r.cond].silenced_mask for r in rows]), False)
-        self.sil_out = torch.from_numpy(sil).to(dev)
-        both = np.array([sims[r.cond].experiment.silence_mode == "both" for r in rows])
-        sil_in = sil & both[:, None]
-        self.sil_in = torch.from_numpy(sil_in).to(dev) if sil_in.any() else None
-        self.any_silenced = bool(sil.any())
-        # stimulated neurons of the batch (union over rows)
-        act = [sims[r.cond].activated_idx for r in rows]
-        self.act = np.unique(np.concatenate(act)) if act else np.empty(0, np.int64)
-        self.A = int(self.act.size)
-        self.act_t = torch.from_numpy(self.act).to(dev)
-        # ---- state
-        f = self.fdtype
-        self.v = torch.full((B, N), c.v_0, dtype=f, device=dev)
-        self.g = torch.zeros((B, N), dtype=f, device=dev)
-        self.cnt = torch.zeros((B, N), dtype=cnt_dtype, device=dev)
-        self.spk_buf = torch.zeros((self.K, B, N), dtype=torch.bool, device=dev)
-        self.dense = engine.delivery == "dense"
-        self.dummy = self.K * self.BN  # start of the region of inc_flat that absorbs padding (sync-free)
-        if self.dense:
-            self.inc_flat = torch.zeros(self.K * self.BN + 1, dtype=f, device=dev)
-            self.inc = self.inc_flat[:-1].view(self.K, B, N)
-        # (K, B, A) view of a buffer whose rows are padded to 16 bytes, so that every
-        # kick_buf[k] is aligned (compiled kernels assume aligned inputs)
-        a_pad = -(-max(self.A, 1) // 4) * 4
-        self.kick_buf = torch.zeros((self.K, B, a_pad), dtype=f, device=dev)[:, :, :max(self.A, 1)]
-        # temporaries of the eager step
-        self.t1 = torch.empty((B, N), dtype=f, device=dev)
-        self.t2 = torch.empty((B, N), dtype=f, device=dev)
-        self.nr = torch.empty((B, N), dtype=torch.bool, device=dev)
-        self.cnt_tmp = torch.empty((B, N), dtype=cnt_dtype, device=dev)
-        self.ones_i = torch.ones((), dtype=cnt_dtype, device=dev)
-        self.v_rst_t = torch.tensor(c.v_rst, dtype=f, device=dev)
-        self.zero_t = torch.zeros((), dtype=f, device=dev)
-        # events of the current block for sequential delivery / the synced dense path
-        self.seq_flat: Any = None
-        self.seq_w: Any = None
-        self.seq_bounds: list[int] = [0] * (self.K + 1)
-        self._prev_flat: Any = None
-        self._step_fn: Callable[[int], None] = self._step_eager
-        self._block_fn: Callable[[int], None] | None = None  # fused kernel: n steps of a block at once
-        self._expand: Callable[[Any], tuple[Any, Any, Any, Any]] = self._expand_eager
-        self._graph: Any = None
-        self._kernel_compacts = False  # the fused kernel appends spikes to ev_list (sync-free)
-        self._compact_ok = False  # that variant of the kernel passed its check (_check_fused)
-        self._kicks_prepare()
-
-    # ------------------------------------------------------------------ kicks
-    def _kicks_prepare(self) -> None:
-        torch = self.torch
-        eng = self.engine
-        if eng.kicks_mode == "device":
-            p = np.zeros((self.B, max(self.A, 1)))
-            for b, r in enumerate(self.rows):
-                sim = self.sims[r.cond]
-                pos = np.searchsorted(self.act, sim.activated_idx)
-                p[b, pos] = sim.activated_rate_hz * sim.params.dt_s
-            self.kick_p = torch.from_numpy(p).to(device=self.dev, dtype=torch.float32)
-            r0 = self.rows[0]
-            seed = int(self.sims[r0.cond].experiment.seed)
-            # one generator per batch, seeded from the experiment seed and the first row
-            self.gen = torch.Generator(device=self.dev)
-            self.gen.manual_seed((seed * 1_000_003 + r0.cond * 7919 + r0.trial) & 0x7FFFFFFFFFFF)
-            return
-        by_cond: dict[int, list[int]] = {}
-        for b, r in enumerate(self.rows):
-            by_cond.setdefault(r.cond, []).append(b)
-        empty = (np.empty(0, np.int64), np.empty(0, np.int64))
-        per_row: list[tuple[np.ndarray, np.ndarray]] = [empty] * self.B
-        for cond, bs in by_cond.items():
-            sim = self.sims[cond]
-            sched = sim.kicks([self.rows[b].trial for b in bs])
-            for b in bs:
-                sel = sched.trial == self.rows[b].trial
-                steps = sched.step[sel].astype(np.int64)
-                pos = np.searchsorted(self.act, sched.idx[sel].astype(np.int64))
-                order = np.argsort(steps, kind="stable")
-                per_row[b] = (steps[order], pos[order])
-        self.kick_rows = per_row
-
-    def _kick_chunk(self, s0: int, s1: int) -> Any:
-        """Kick values (volts) of steps s0..s1-1: tensor (s1-s0, B, A) on the device."""
-        torch = self.torch
-        L = s1 - s0
-        A = max(self.A, 1)
-        if self.engine.kicks_mode == "device":
-            u = torch.rand((L, self.B, A), generator=self.gen, device=self.dev, dtype=torch.float32)
-            return (u < self.kick_p).to(self.fdtype) * self.c.kick
-        arr = np.zeros((L, self.B, A), dtype=np.float64)
-        for b, (steps, pos) in enumerate(self.kick_rows):
-            lo, hi = np.searchsorted(steps, [s0, s1])
-            if hi > lo:
-                # several kicks of one neuron in one step add up (v += kick, twice)
-                np.add.at(arr, (steps[lo:hi] - s0, b, pos[lo:hi]), self.c.kick)
-        return torch.from_numpy(arr).to(device=self.dev, dtype=self.fdtype)
-
-    # ------------------------------------------------------------------ one step
-    def _step_eager(self, k: int) -> None:
-        """Step k of the block, in place (no allocation, no host synchronisation)."""
-        torch = self.torch
-        c = self.c
-        v, g, cnt, nr, t1, t2 = self.v, self.g, self.cnt, self.nr, self.t1, self.t2
-        spk = self.spk_buf[k]
-        torch.eq(cnt, 0, out=nr)  # not refractory
-        # state update, Brian2's expression order: v' = v_const + (v_from_g*g + v_decay*v)
-        torch.mul(g, c.v_from_g, out=t1)
-        torch.mul(v, c.v_decay, out=t2)
-        t1.add_(t2)
-        t1.add_(c.v_const)
-        torch.where(nr, t1, v, out=v)
-        torch.mul(g, c.g_decay, out=t2)
-        torch.where(nr, t2, g, out=g)
-        # threshold
-        torch.gt(v, c.v_th, out=spk)
-        spk.logical_and_(nr)
-        # synapses slot: delayed increments to g, Poisson kicks to v. Brian2 drops input
-        # that reaches a neuron while it is refractory (the variables are "unless
-        # refractory"); in the spike step the reset wipes it anyway.
-        if self.dense:
-            torch.mul(self.inc[k], nr, out=t2)
-            g.add_(t2)
-        else:
-            lo, hi = self.seq_bounds[k], self.seq_bounds[k + 1]
-            if hi > lo:
-                flat = self.seq_flat[lo:hi]
-                w = self.seq_w[lo:hi] * nr.view(-1)[flat]
-                g.view(-1).index_add_(0, flat, w)
-        if self.A:
-            v.index_add_(1, self.act_t, self.kick_buf[k])
-        # reset and refractory counter (where() with 0-dim constants: masked_fill_ is slow on CPU)
-        torch.where(spk, self.v_rst_t, v, out=v)
-        torch.where(spk, self.zero_t, g, out=g)
-        torch.sub(cnt, self.ones_i, out=self.cnt_tmp)
-        self.cnt_tmp.clamp_(min=0)
-        torch.where(spk, self.rfc_set, self.cnt_tmp, out=cnt)
-
-    def _make_compiled(self) -> Callable[[int], None]:
-        """One dense step fused by ``torch.compile`` (float32 fast mode)."""
-        torch = self.torch
-        c = self.c
-        gd, vd, vg, vc, vth, vrst = c.g_decay, c.v_decay, c.v_from_g, c.v_const, c.v_th, c.v_rst
-        has_kicks = self.A > 0
-
-        def step(v: Any, g: Any, cnt: Any, rfc_set: Any, inc_k: Any, kick_k: Any, act: Any, spk_k: Any) -> None:
-            nr = cnt == 0
-            vn = torch.where(nr, vc + (vg * g + vd * v), v)
-            gn = torch.where(nr, gd * g, g)
-            spk = (vn > vth) & nr
-            gn = gn + torch.where(nr, inc_k, 0.0)
-            # one elementwise kernel over (B, N) ...
-            v.copy_(torch.where(spk, vrst, vn))
-            g.copy_(torch.where(spk, 0.0, gn))
-            cnt.copy_(torch.where(spk, rfc_set, (cnt - 1).clamp_min(0)))
-            spk_k.copy_(spk)
-            if has_kicks:
-                # ... and a small one over (B, A): the kick lands before the reset, so a
-                # neuron that spiked keeps v_rst; the others get v + kick (same rounding)
-                v.index_add_(1, act, torch.where(spk[:, act], 0.0, kick_k))
-
-        compiled = torch.compile(step, dynamic=True, fullgraph=True)
-        # compile now, on scratch copies of the state (same shapes, dtypes, alignment)
-        scratch = [t.clone() for t in (self.v, self.g, self.cnt)]
-        compiled(*scratch, self.rfc_set, self.inc[0], self.kick_buf[0], self.act_t, self.spk_buf[0].clone())
-        del scratch
-
-        def run(k: int) -> None:
-            compiled(self.v, self.g, self.cnt, self.rfc_set, self.inc[k], self.kick_buf[k], self.act_t,
-                     self.spk_buf[k])
-
-        return run
-
-    def _make_fused(self) -> Callable[[int], None]:
-        """The steps of a block = one Triton kernel (float32 fast mode); checked against the eager step.
-
-        Raises if Triton is missing, the kernel does not build, or its result on a random
-        state differs from :meth:`_step_eager` (beyond float32 rounding): the caller then
-        falls back to ``torch.compile`` or eager kernels and records why.
-        """
-        torch = self.torch
-        kern = _fused_step_kernel()
-        c = self.c
-        B, N = self.B, self.N
-        BLOCK = _FUSED_BLOCK
-        n_col = -(-N // BLOCK)
-        # rows that share the refractory periods (the usual case) read one (N,) row
-        if bool((self.rfc_set == self.rfc_set[:1]).all()):
-            rfc, rfc_stride = self.rfc_set[0].contiguous(), 0
-        else:
-            rfc, rfc_stride = self.rfc_set, N
-        slot_np = np.full(N, -1, dtype=np.int32)
-        slot_np[self.act] = np.arange(self.A, dtype=np.int32)
-        slot = torch.from_numpy(slot_np).to(self.dev)
-        dummy_i32 = torch.zeros(1, dtype=torch.int32, device=self.dev)
-        has_kicks = self.A > 0
-        consts = (float(c.g_decay), float(c.v_decay), float(c.v_from_g), float(c.v_const), float(c.v_th),
-                  float(c.v_rst))
-        grid = (n_col, B)
-        kstride = self.kick_buf.stride(1)
-
-        BN = self.BN
-        kkstride = self.kick_buf.stride(0)
-
-        def run_block(nb: int) -> None:
-            compact = self._kernel_compacts
-            ev, ev_count, ev_cap = (self.ev_list, self.ev_count, self.e_cap) if compact else (dummy_i32, dummy_i32, 0)
-            kern[grid](self.v, self.g, self.cnt, rfc, rfc_stride, self.inc, self.spk_buf, BN, nb,
-                       self.kick_buf, kkstride, kstride, slot, N, *consts,
-                       ev, ev_count, ev_cap,
-                       BLOCK=BLOCK, HAS_KICKS=has_kicks, COMPACT=compact, WRITE_SPK=not compact, num_warps=4)
-
-        self._check_fused(run_block)
-        return run_block
-
-    def _check_fused(self, run: Callable[[int], None]) -> None:
-        """Compare a few steps of the fused kernel with the eager step on a random state.
-
-        The state (v, g, counter, spike masks, increments, kicks of those steps) is
-        restored afterwards. Also checks the variant that lists the spikes (sync-free
-        path); if only that one fails, the sync-free path compacts with nonzero_static.
-        """
-        torch = self.torch
-        c = self.c
-        dev = self.dev
-        gen = torch.Generator(device=dev).manual_seed(12345)
-        nk = min(3, self.K)
-        shape = (self.B, self.N)
-        f = self.fdtype
-        tensors = [self.v, self.g, self.cnt, self.spk_buf[:nk], self.inc[:nk], self.kick_buf[:nk]]
-        saved = [t.clone() for t in tensors]
-        span = c.v_th - c.v_rst
-        v0 = (c.v_rst + 1.3 * span * torch.rand(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
-        g0 = (0.2 * span * torch.randn(shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
-        cnt0 = torch.randint(-8, 4, shape, generator=gen, device=dev).clamp_min(0).to(self.cnt.dtype)
-        inc0 = (0.1 * span * torch.randn((nk,) + shape, generator=gen, device=dev, dtype=torch.float64)).to(f)
-        kick0 = (c.kick * (torch.rand(self.kick_buf[:nk].shape, generator=gen, device=dev) < 0.5)).to(f)
-        no_spk = torch.zeros((nk,) + shape, dtype=torch.bool, device=dev)
-
-        def start() -> None:
-            for t, val in zip(tensors, (v0, g0, cnt0, no_spk, inc0, kick0)):
-                t.copy_(val)
-
-        def eager(n: int) -> None:
-            for k in range(n):
-                self._step_eager(k)
-
-        outs = []
-        try:
-            for fn in (eager, run):
-                start()
-                fn(nk)
-                outs.append([t.clone() for t in tensors[:4]])
-            (ve, ge, ce, se), (vf, gf, cf, sf) = outs
-            # the kernel may contract multiply-adds (last-bit differences), so a neuron within
-            # an ulp of the threshold may differ: compare the others
-            same = (se == sf).all(0)
-            n_diff = int((~same).sum())
-            ok = (n_diff <= max(2, same.numel() // 100000)
-                  and bool(torch.equal(ce[same], cf[same]))
-                  and bool(torch.allclose(ve[same], vf[same], rtol=1e-5, atol=1e-8))
-                  and bool(torch.allclose(ge[same], gf[same], rtol=1e-5, atol=1e-8)))
-            if not ok:
-                raise RuntimeError(f"fused kernel disagrees with the eager step on a random state "
-                                   f"({n_diff} neurons spike differently, max |dv| "
-                                   f"{float((ve - vf).abs().max()):.3g} V)")
-            self._compact_ok = False
-            try:
-                n_exp = int(sf.sum())
-                cap = n_exp + 7
-                start()
-                self.ev_list = torch.full((cap,), -1, dtype=torch.int64, device=dev)
-                self.ev_count = torch.zeros(1, dtype=torch.int32, device=dev)
-                self.e_cap, self._kernel_compacts = cap, True
-                run(nk)
-                got = torch.sort(self.ev_list[self.ev_list >= 0]).values
-                want = torch.nonzero(sf.reshape(-1)).squeeze(1)
-                if int(self.ev_count[0]) != n_exp or not torch.equal(got, want):
-                    raise RuntimeError(f"spike list of the fused kernel: {int(self.ev_count[0])} entries "
-                                       f"counted, {got.numel()} listed, {want.numel()} spikes")
-                self._compact_ok = True
-            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
-                log.warning("torch engine: the fused kernel's spike list failed (%s: %s); compacting with "
-                            "nonzero_static", type(exc).__name__, exc)
-                self.info["kernel_compaction_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-            finally:
-                self._kernel_compacts = False
-        finally:
-            for t, old in zip(tensors, saved):
-                t.copy_(old)
-
-    def _run_steps(self, n: int) -> None:
-        if self._block_fn is not None:  # the fused kernel: the n steps in one launch
-            self._block_fn(n)
-            return
-        for k in range(n):
-            self._step_fn(k)
-
-    def _decode(self, flat_all: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row, step, neuron) from flat indices ``step * B*N + row * N + neuron``."""
-        step = flat_all // self.BN
-        rem = flat_all - step * self.BN
-        row = rem // self.N
-        neuron = rem - row * self.N
-        return row.astype(np.int64), step.astype(np.int64), neuron.astype(np.int64)
-
-    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Simulate all steps; returns (row, step, neuron) of every spike (host arrays)."""
-        eng = self.engine
-        self.info["compiled"] = False
-        self.info["fused_kernel"] = False
-        if eng.fused_kernel and self.dense and self.fdtype == self.torch.float32:
-            t0 = time.perf_counter()
-            try:
-                self._block_fn = self._make_fused()
-                self.info["fused_kernel"] = True
-            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
-                log.warning("torch engine: the fused Triton step kernel is unavailable (%s: %s); using %s",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
-                            "torch.compile" if eng.compile else "eager kernels")
-                self.info["fused_kernel_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-                self._step_fn = self._step_eager
-            self.info["fused_kernel_s"] = round(time.perf_counter() - t0, 3)
-        if eng.compile and not self.info["fused_kernel"]:
-            t0 = time.perf_counter()
-            try:
-                self._step_fn = self._make_compiled()
-                self.info["compiled"] = True
-            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
-                log.warning("torch engine: torch.compile of the step failed (%s: %s); running it eagerly",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                self.info["compile_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-                self._step_fn = self._step_eager
-            self.info["compile_s"] = round(time.perf_counter() - t0, 3)
-        self.info["block_steps"] = self.K
-        self.info["sync_free"] = bool(eng.sync_free and self.dense)
-        if eng.sync_free and self.dense:
-            return self._run_sync_free()
-        return self._run_synced()
-
-    # ------------------------------------------------------------------ synced path
-    def _gather(self, ev: Any) -> tuple[Any, Any, Any]:
-        """Outgoing events of the spikes ``ev`` (flat indices into spk_buf), for the next block.
-
-        Returns (k, flat target b*N + post, weight) per synaptic event, sorted by
-        (k, row, presynaptic neuron, synapse). Synchronises once (the output size).
-        """
-        torch = self.torch
-        net = self.net
-        k = ev // self.BN
-        rem = ev - k * self.BN
-        b = rem // self.N
-        n = rem - b * self.N
-        if self.any_silenced:
-            n = torch.where(self.sil_out[b, n], net.n, n)  # dummy empty row
-        cnt = net.deg[n]
-        start = net.start[n]
-        total = int(cnt.sum())  # host synchronisation (size of the output)
-        e_of = torch.repeat_interleave(torch.arange(n.shape[0], device=self.dev), cnt, output_size=total)
-        first = torch.cumsum(cnt, 0) - cnt
-        syn = start[e_of] + (torch.arange(total, device=self.dev) - first[e_of])
-        post = net.post[syn]
-        w = net.weight[syn]
-        be = b[e_of]
-        if self.sil_in is not None:
-            w = torch.where(self.sil_in[be, post], self.zero_t, w)
-        return k[e_of], be * self.N + post, w
-
-    def _run_synced(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One host synchronisation per block (``nonzero``); CPU default, CUDA fallback."""
-        torch = self.torch
-        eng = self.engine
-        K, n_steps, BN = self.K, self.n_steps, self.BN
-        info = self.info
-        use_graph = eng.cuda_graph and self.dev.type == "cuda" and self.dense
-        info["cuda_graph_used"] = False
-        t0 = time.perf_counter()
-        if use_graph and n_steps >= K:
-            self._graph = self._capture(lambda: self._run_steps(K))
-        info["capture_s"] = round(time.perf_counter() - t0, 4)
-        t_loop = time.perf_counter()
-        chunk = max(K, (eng.chunk_steps // K) * K)
-        rec: list[Any] = []
-        rec_host: list[np.ndarray] = []
-        kicks = None
-        kick_lo = 0
-        n_syncs = 0
-        for s0 in range(0, n_steps, K):
-            nb = min(K, n_steps - s0)
-            if s0 % chunk == 0:
-                kicks = self._kick_chunk(s0, min(s0 + chunk, n_steps))
-                kick_lo = s0
-            if self.A:
-                self.kick_buf[:nb].copy_(kicks[s0 - kick_lo:s0 - kick_lo + nb])
-            if self._graph is not None and nb == K:
-                self._graph.replay()
-            else:
-                self._run_steps(nb)
-            # ---- once per block: spikes of this block -> events of the next block
-            spk = self.spk_buf if nb == K else self.spk_buf[:nb]
-            ev = torch.nonzero(spk.reshape(-1)).squeeze(1)  # host synchronisation
-            n_syncs += 1
-            if self.dense and self._prev_flat is not None:
-                self.inc_flat.index_fill_(0, self._prev_flat, 0.0)  # consumed: clear what was set
-                self._prev_flat = None
-            if ev.numel():
-                rec.append(ev + s0 * BN)
-                kk, flat, w = self._gather(ev)
-                n_syncs += 1
-                if self.dense:
-                    full = kk * BN + flat
-                    self.inc_flat.index_add_(0, full, w)
-                    self._prev_flat = full
-                else:
-                    self.seq_flat, self.seq_w = flat, w
-                    self.seq_bounds = torch.searchsorted(kk, torch.arange(K + 1, device=self.dev)).tolist()
-            elif not self.dense:
-                self.seq_bounds = [0] * (K + 1)
-            if len(rec) >= 64:
-                rec_host.append(torch.cat(rec).cpu().numpy())
-                rec = []
-        if rec:
-            rec_host.append(torch.cat(rec).cpu().numpy())
-        info["loop_s"] = round(time.perf_counter() - t_loop, 4)
-        info["host_syncs"] = n_syncs
-        return self._decode(np.concatenate(rec_host) if rec_host else np.empty(0, np.int64))
-
-    # ------------------------------------------------------------------ CUDA graph
-    def _capture(self, fn: Callable[[], None]) -> Any:
-        """Capture ``fn`` in a CUDA graph (state restored afterwards); None if capture fails."""
-        torch = self.torch
-        state = [self.v, self.g, self.cnt, self.spk_buf]
-        if self.dense:
-            state.append(self.inc_flat)
-        if getattr(self, "prev_tgt", None) is not None:
-            state += [self.prev_tgt, self.ev_static, self.flags, self.maxima]
-        if self._kernel_compacts:
-            state += [self.ev_list, self.ev_count]
-        saved = [t.clone() for t in state]
-        try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(2):
-                    fn()
-            torch.cuda.current_stream().wait_stream(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            self.info["cuda_graph_used"] = True
-        except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
-            log.warning("torch engine: CUDA graph capture failed (%s: %s); launching kernels one by one",
-                        type(exc).__name__, exc)
-            self.info["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"
-            graph = None
-        torch.cuda.synchronize()
-        for t, old in zip(state, saved):
-            t.copy_(old)
-        torch.cuda.synchronize()
-        return graph
-
-    # ------------------------------------------------------------------ sync-free path
-    def _compact(self, mask_flat: Any, size: int) -> Any:
-        """Flat indices of the True entries of *mask_flat* (in order), padded with -1 to *size*.
-
-        No host synchronisation: ``torch.nonzero_static`` where the device supports it,
-        else a cumulative-sum scatter.
-        """
-        torch = self.torch
-        if self._nonzero_static:
-            return torch.nonzero_static(mask_flat, size=size, fill_value=-1).squeeze(1)
-        pos = torch.cumsum(mask_flat, 0)  # 1-based rank of each True entry
-        slot = torch.where(mask_flat & (pos <= size), pos - 1, size)
-        out = torch.full((size + 1,), -1, dtype=torch.int64, device=self.dev)
-        out.scatter_(0, slot, torch.arange(mask_flat.shape[0], device=self.dev))
-        out[size] = -1
-        return out[:size]
-
-    def _alloc_sync_free(self, e_cap: int, s_cap: int) -> None:
-        torch = self.torch
-        dev = self.dev
-        self.e_cap, self.s_cap = e_cap, s_cap
-        # Padding slots aim at a dummy region of inc_flat, one distinct entry per slot
-        # (``K*B*N + slot``), never read. One shared dummy entry made every padding slot an
-        # atomic add on the same address: the atomics serialise (measured on an H100: 1.7 ms
-        # per block of 18 steps for 1M slots, ~1.7 ns per padding slot); distinct,
-        # consecutive addresses are coalesced and cost about as much as a copy.
-        self.inc_flat = torch.zeros(self.K * self.BN + s_cap, dtype=self.fdtype, device=dev)
-        self.inc = self.inc_flat[:self.K * self.BN].view(self.K, self.B, self.N)
-        self.pos_s = torch.arange(s_cap, device=dev)
-        self.pad_tgt = self.pos_s + self.dummy
-        self.prev_tgt = self.pad_tgt.clone()
-        self.ev_static = torch.full((e_cap,), -1, dtype=torch.int64, device=dev)
-        self.flags = torch.zeros(2, dtype=torch.bool, device=dev)  # [spike overflow, synapse overflow]
-        self.maxima = torch.zeros(2, dtype=torch.int64, device=dev)  # most spikes / events in one block
-        if self._kernel_compacts:  # spike list filled by the fused step kernel (no nonzero_static)
-            self.ev_list = torch.full((e_cap,), -1, dtype=torch.int64, device=dev)
-            self.ev_count = torch.zeros(1, dtype=torch.int32, device=dev)
-
-    def _gather_static(self) -> None:
-        torch = self.torch
-        """Sync-free, fixed-shape gather: spikes in spk_buf -> increments in inc (next block).
-
-        Clears the increments of the previous gather (which have been consumed), compacts
-        the spikes into ``ev_static`` (at most ``e_cap``), expands their CSR rows into
-        ``s_cap`` slots (padding goes to the dummy slot with weight 0) and sets ``flags``
-        when a capacity was too small.
-        """
-        self.inc_flat.index_fill_(0, self.prev_tgt, 0.0)
-        if self._kernel_compacts:
-            # the fused kernel appended the block's spikes (unordered; the list is full,
-            # ev[-1] >= 0, exactly when they may not all fit: same overflow test)
-            self.ev_static.copy_(self.ev_list)
-            self.ev_list.fill_(-1)
-            self.ev_count.zero_()
-        else:
-            self.ev_static.copy_(self._compact(self.spk_buf.view(-1), self.e_cap))
-        tgt, w, overflow, load = self._expand(self.ev_static)
-        self.inc_flat.index_add_(0, tgt, w)
-        self.prev_tgt.copy_(tgt)
-        self.flags.logical_or_(overflow)
-        torch.maximum(self.maxima, load, out=self.maxima)
-
-    def _expand_eager(self, ev: Any) -> tuple[Any, Any, Any, Any]:
-        """Flat spike indices (-1 = padding) -> (targets in inc_flat, weights, overflow flags, load).
-
-        Pure function of its input and the batch's constant tensors (so that
-        ``torch.compile`` can fuse it): ``s_cap`` synaptic slots, the unused ones aimed at
-        the dummy slot with weight 0. ``overflow`` is bool ``(2,)``: the spike list is full
-        (spikes may be missing), the synaptic events exceed ``s_cap``.
-        """
-        torch = self.torch
-        net = self.net
-        BN, N = self.BN, self.N
-        valid_e = ev >= 0
-        evc = ev.clamp_min(0)
-        k = evc // BN
-        rem = evc - k * BN
-        b = rem // N
-        n = rem - b * N
-        keep = valid_e & ~self.sil_out[b, n] if self.any_silenced else valid_e
-        n = torch.where(keep, n, net.n)  # dropped and padding: the empty dummy row
-        cnt = net.deg[n]
-        cum = torch.cumsum(cnt, 0)
-        total = cum[-1]
-        e_of = torch.searchsorted(cum, self.pos_s, right=True).clamp_max(self.e_cap - 1)
-        valid = self.pos_s < total
-        syn = net.start[n][e_of] + (self.pos_s - (cum - cnt)[e_of])
-        syn = torch.where(valid, syn, 0)
-        post = net.post[syn]
-        w = net.weight[syn]
-        be = b[e_of]
-        if self.sil_in is not None:
-            valid = valid & ~self.sil_in[be, post]
-        tgt = torch.where(valid, k[e_of] * BN + be * N + post, self.pad_tgt)
-        w = torch.where(valid, w, self.zero_t)
-        overflow = torch.stack([ev[-1] >= 0, total > self.s_cap])
-        load = torch.stack([valid_e.sum(), total])  # spikes and synaptic events of this block
-        return tgt, w, overflow, load
-
-    def _make_compiled_expand(self) -> Callable[[Any], tuple[Any, Any, Any, Any]]:
-        """``torch.compile`` of :meth:`_expand_eager` (some 40 small kernels -> a few)."""
-        torch = self.torch
-        compiled = torch.compile(self._expand_eager, dynamic=False)
-        compiled(torch.full((self.e_cap,), -1, dtype=torch.int64, device=self.dev))  # compile now
-        return compiled
-
-    def _last_spikes(self, nb: int) -> np.ndarray:
-        """Flat indices (step within the block) of the spikes of the block just run (host sync)."""
-        torch = self.torch
-        if self._kernel_compacts:  # listed by the fused kernel, which did not write spk_buf
-            count = int(self.ev_count[0])
-            if count > self.e_cap:
-                raise _Overflow("spikes")
-            ev = self.ev_list[:count]
-            return ev[ev >= 0].cpu().numpy()
-        return torch.nonzero(self.spk_buf[:nb].reshape(-1)).squeeze(1).cpu().numpy()
-
-    def _block_sync_free(self) -> None:
-        self._gather_static()
-        self._run_steps(self.K)
-
-    def _reset_state(self) -> None:
-        self.v.fill_(self.c.v_0)
-        self.g.zero_()
-        self.cnt.zero_()
-        self.spk_buf.zero_()
-        self.inc_flat.zero_()
-        self.prev_tgt.copy_(self.pad_tgt)
-        self.ev_static.fill_(-1)
-        self.flags.zero_()
-        self.maxima.zero_()
-        if self._kernel_compacts:
-            self.ev_list.fill_(-1)
-            self.ev_count.zero_()
-
-    def _run_sync_free(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """No host synchronisation inside the loop: fixed-capacity gathers, one sync per chunk.
-
-        A capacity overflow (seen at the end of a chunk) restarts the batch with 4x that
-        capacity; the number of restarts is recorded in the result's metadata.
-        """
-        torch = self.torch
-        try:
-            torch.nonzero_static(torch.zeros(4, dtype=torch.bool, device=self.dev), size=2, fill_value=-1)
-            self._nonzero_static = True
-        except Exception:  # noqa: BLE001 - older torch or device without it
-            self._nonzero_static = False
-        self.info["nonzero_static"] = self._nonzero_static
-        self._kernel_compacts = bool(self.info.get("fused_kernel")) and self._compact_ok
-        self.info["spikes_compacted_in_kernel"] = self._kernel_compacts
-        mean_deg = max(1.0, float(self.net.n_edges) / max(self.n_real, 1))
-        e_cap = self.engine.spike_capacity or max(256, 8 * self.B * self.K)
-        # synaptic events: room for 2 * e_cap spikes of mean out-degree, rounded up to a power
-        # of two (B=1: 65536, B=32: 1048576; each slot costs ~40 bytes of gather traffic per
-        # block, about what the fused step kernel moves per neuron of a row). Sugar on the synthetic brain needs ~30 spikes
-        # (~3k-10k events) per trial and block, but the trials of a batch start in step and
-        # their first waves coincide; an overflow reruns the batch (and recompiles the
-        # gather), while unused slots now cost one coalesced pass. The load actually seen
-        # is recorded (meta['max_events_per_block']) to tune this.
-        s_cap = self.engine.synapse_capacity or max(1 << 16,
-                                                     1 << max(0, int(2 * e_cap * mean_deg) - 1).bit_length())
-        # capacities that a previous batch of this engine had to grow to (same network and
-        # batch size): start there instead of overflowing and rerunning again
-        learned = getattr(self.engine, "_learned_capacity", None)
-        if learned is None:
-            learned = self.engine._learned_capacity = {}
-        key = (id(self.net), self.B, self.K)
-        if key in learned and self.engine.spike_capacity is None and self.engine.synapse_capacity is None:
-            e_cap, s_cap = (max(a, b) for a, b in zip((e_cap, s_cap), learned[key]))
-        restarts = 0
-        while True:
-            self._alloc_sync_free(e_cap, s_cap)
-            try:
-                out = self._attempt_sync_free()
-            except _Overflow as exc:
-                restarts += 1
-                which = str(exc)
-                if which == "spikes":
-                    e_cap *= 4
-                    s_cap = max(s_cap, int(e_cap * mean_deg))
-                else:
-                    s_cap *= 4
-                log.info("torch engine: %s capacity exceeded; rerunning the batch with %d spikes / %d synapses "
-                         "per block", which, e_cap, s_cap)
-                continue
-            self.info["capacity_restarts"] = restarts
-            self.info["spike_capacity"] = e_cap
-            self.info["synapse_capacity"] = s_cap
-            if restarts:
-                learned[key] = (e_cap, s_cap)
-            return out
-
-    def _attempt_sync_free(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        torch = self.torch
-        eng = self.engine
-        K, n_steps, BN = self.K, self.n_steps, self.BN
-        info = self.info
-        n_full = n_steps // K
-        info["cuda_graph_used"] = False
-        t0 = time.perf_counter()
-        self._expand = self._expand_eager
-        if eng.compile and not info.get("compile_error"):
-            try:
-                self._expand = self._make_compiled_expand()
-                info["gather_compiled"] = True
-            except Exception as exc:  # noqa: BLE001 - record the fallback, never silent
-                log.warning("torch engine: torch.compile of the gather failed (%s: %s); running it eagerly",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                info["gather_compiled"] = False
-                info["gather_compile_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-            info["gather_compile_s"] = round(time.perf_counter() - t0, 3)
-            t0 = time.perf_counter()
-        self._graph = None
-        if eng.cuda_graph and self.dev.type == "cuda" and n_full > 0:
-            self._graph = self._capture(self._block_sync_free)
-            if self._graph is None and self._nonzero_static:
-                # nonzero_static may not be capturable on this build: compact by cumsum instead
-                log.warning("torch engine: retrying the CUDA graph capture without nonzero_static")
-                self._nonzero_static = False
-                self.info["nonzero_static"] = False
-                self._graph = self._capture(self._block_sync_free)
-        self._reset_state()
-        info["capture_s"] = round(time.perf_counter() - t0, 4)
-        t_loop = time.perf_counter()
-        chunk_blocks = max(1, eng.chunk_steps // K)
-        raw: list[tuple[int, Any]] = []  # (block whose spikes these are, device ev copy)
-        host: list[np.ndarray] = []
-        n_syncs = 0
-
-        def flush() -> None:
-            nonlocal raw, n_syncs
-            # the one synchronisation per chunk: overflow flags and the load seen so far
-            fl = torch.cat([self.flags.to(torch.int64), self.maxima]).cpu().numpy()
-            flags = fl[:2].astype(bool)
-            info["max_spikes_per_block"], info["max_events_per_block"] = int(fl[2]), int(fl[3])
-            n_syncs += 1
-            if flags[0]:
-                raise _Overflow("spikes")
-            if flags[1]:
-                raise _Overflow("synapses")
-            if raw:
-                blocks = np.array([j for j, _ in raw], dtype=np.int64)
-                arr = torch.stack([e for _, e in raw]).cpu().numpy()
-                ok = arr >= 0
-                host.append((arr + (blocks * K * BN)[:, None])[ok])
-            raw = []
-
-        for c0 in range(0, n_full, chunk_blocks):
-            c1 = min(c0 + chunk_blocks, n_full)
-            kicks = self._kick_chunk(c0 * K, c1 * K) if self.A else None
-            for j in range(c0, c1):
-                if self.A:
-                    self.kick_buf.copy_(kicks[(j - c0) * K:(j - c0 + 1) * K])
-                if self._graph is not None:
-                    self._graph.replay()
-                else:
-                    self._block_sync_free()
-                if j > 0:  # this block's gather compacted the spikes of block j - 1
-                    raw.append((j - 1, self.ev_static.clone()))
-            flush()
-        # the remainder (n_steps not a multiple of K): eager, with ordinary syncs
-        nb = n_steps - n_full * K
-        if n_full > 0 and nb > 0:
-            self._gather_static()
-            raw.append((n_full - 1, self.ev_static.clone()))
-            flush()
-        if nb > 0:
-            if self.A:
-                self.kick_buf[:nb].copy_(self._kick_chunk(n_full * K, n_steps))
-            self._run_steps(nb)
-            host.append(self._last_spikes(nb) + n_full * K * BN)
-        elif n_full > 0:
-            host.append(self._last_spikes(K) + (n_full - 1) * K * BN)
-        n_syncs += 1
-        info["loop_s"] = round(time.perf_counter() - t_loop, 4)
-        info["host_syncs"] = n_syncs
-        flat_all = np.concatenate(host) if host else np.empty(0, np.int64)
-        return self._decode(np.sort(flat_all))
+            results.append([trial.astype(np.int32), idx.astype(np.int32), step.astype(np.int64)])
+        wall = time.perf_counter() - t_start
+        record = RunRecord(setup_s=max(0.0, wall - build_s - sim_s), build_s=build_s, sim_s=sim_s, device=device,
+                           versions=versions, choices=choices, details=details)
+        return [EngineOutput(trial, idx, step, replace(record, versions=dict(versions), choices=list(choices),
+                                                       details=dict(details)))
+                for trial, idx, step in results]
