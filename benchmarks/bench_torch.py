@@ -15,8 +15,10 @@ cached after the first use), ``random`` (a plain random CSR of 138,639 neurons a
 connections made here, for when the generator is unavailable) or a folder.
 
 Each configuration is run once to warm up (CUDA graph capture, compilation, caches) on
-a short run and then timed once. ``simulate_s`` is the engine's own loop time
-(``meta['simulate_s']``), ``wall_s`` the whole ``Engine.run`` (preparation and
+a short run and then timed ``--repeat`` times (median reported, every time kept).
+``simulate_s`` is the engine's step loop (``meta['timings']['sim_s']``), ``engine_s``
+the engine's whole simulation (``setup_s + build_s + sim_s``: state, kicks, compilation,
+graph capture, loop, output), ``wall_s`` the whole ``Engine.run`` (preparation and
 Poisson draws included).
 """
 
@@ -95,16 +97,26 @@ def sugar(n_trials: int, t_run: float, rate_hz: float = 200.0, seed: int = 0) ->
 
 
 def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Experiment, *,
-             warmup_t_run: float | None = 0.01) -> dict[str, Any]:
-    """Warm up on a short run, then time one run; returns a JSON-compatible record."""
+             warmup_t_run: float | None = 0.01, repeat: int = 1) -> dict[str, Any]:
+    """Warm up on a short run, then time *repeat* runs; returns a JSON-compatible record.
+
+    The figures are the medians over the repeats (``wall_s_all`` / ``simulate_s_all`` keep
+    each one); the spikes are those of the last run.
+    """
     eng = get_engine(engine_name, **options)
     if warmup_t_run:
         eng.run(net, exp.with_(t_run=min(warmup_t_run, exp.t_run)))
-    t0 = time.perf_counter()
-    res = eng.run(net, exp)
-    wall = time.perf_counter() - t0
+    walls, sims, engines = [], [], []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        res = eng.run(net, exp)
+        walls.append(time.perf_counter() - t0)
+        timings = res.meta.get("timings", {})
+        sims.append(float(timings.get("sim_s", walls[-1])))
+        engines.append(sum(float(timings.get(k, 0.0)) for k in ("setup_s", "build_s", "sim_s")) or walls[-1])
+    wall = float(np.median(walls))
     trial_s = exp.n_trials * exp.t_run
-    sim_s = float(res.meta.get("simulate_s", wall))
+    sim_s = float(np.median(sims))
     per_trial_active = [np.unique(res.idx[res.trial == k]).size for k in res.trials]
     digest = hashlib.sha1()
     for arr in (res.trial, res.idx, res.step):
@@ -115,7 +127,10 @@ def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Ex
         "n_trials": exp.n_trials,
         "t_run_s": exp.t_run,
         "wall_s": round(wall, 4),
+        "engine_s": round(float(np.median(engines)), 4),
         "simulate_s": round(sim_s, 4),
+        "wall_s_all": [round(w, 4) for w in walls],
+        "simulate_s_all": [round(s, 4) for s in sims],
         "trial_seconds_per_wall_second": round(trial_s / wall, 4),
         "trial_seconds_per_simulate_second": round(trial_s / sim_s, 4) if sim_s > 0 else None,
         "spikes_per_trial_second": round(res.n_spikes / trial_s, 1),
@@ -124,18 +139,19 @@ def time_run(engine_name: str, options: dict[str, Any], net: Connectome, exp: Ex
         "spikes_sha1": digest.hexdigest(),  # equal digests = spike-identical runs
         "connectome": res.connectome_label,
         "synthetic": res.synthetic,
-        "meta": {k: res.meta[k] for k in ("cuda_graph_used", "cuda_graph_error", "host_syncs", "exact",
-                                          "loop_s", "setup_s", "capture_s", "sync_free", "nonzero_static",
-                                          "capacity_restarts", "spike_capacity", "synapse_capacity",
-                                          "fused_kernel", "fused_kernel_error", "fused_kernel_s",
-                                          "spikes_compacted_in_kernel", "max_spikes_per_block",
+        "meta": {k: res.meta[k] for k in ("device", "timings", "choices", "versions", "cuda_graph_used",
+                                          "cuda_graph_error", "host_syncs", "exact", "loop_s", "capture_s",
+                                          "sync_free", "nonzero_static", "capacity_restarts", "spike_capacity",
+                                          "synapse_capacity", "fused_kernel", "fused_kernel_error",
+                                          "fused_kernel_s", "spikes_compacted_in_kernel", "max_spikes_per_block",
                                           "max_events_per_block", "compiled", "compile_error", "compile_s",
-                                          "gather_compiled", "gather_compile_s", "engine_options")
+                                          "gather_compiled", "gather_compile_s", "network_reused",
+                                          "engine_options", "resolved_options")
                  if k in res.meta},
     }
     log.info("%-6s %-45s %2d trials x %.3g s: wall %.3f s, sim %.3f s -> %.3f trial-s/s; %.0f spikes/trial-s",
-             engine_name, json.dumps(options), exp.n_trials, exp.t_run, wall, sim_s, rec["trial_seconds_per_wall_second"],
-             rec["spikes_per_trial_second"])
+             engine_name, json.dumps(options), exp.n_trials, exp.t_run, wall, sim_s,
+             rec["trial_seconds_per_wall_second"], rec["spikes_per_trial_second"])
     return rec
 
 
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-brian2", action="store_true", help="skip Brian2")
     ap.add_argument("--brian2-trials", type=int, default=1, help="trials for Brian2 (default 1)")
     ap.add_argument("--brian2-t-run", type=float, default=0.02, help="model seconds for Brian2 (default 0.02)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (median; default 1)")
     ap.add_argument("--out", default=None, help="write the records as JSON here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -183,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def attempt(name: str, options: dict[str, Any], exp: Experiment) -> None:
         try:
-            records.append(time_run(name, options, net, exp))
+            records.append(time_run(name, options, net, exp, repeat=args.repeat))
         except Exception as exc:  # noqa: BLE001 - a failing engine is reported, not fatal
             log.error("%s %s failed: %s: %s", name, options, type(exc).__name__, exc)
             records.append({"engine": name, "options": options, "n_trials": exp.n_trials, "t_run_s": exp.t_run,
@@ -217,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "connectome": net.label,
         "synthetic": bool(net.synthetic),
+        "command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
         "records": records,
     }
     text = json.dumps(summary, indent=2, default=str)
