@@ -8,9 +8,6 @@ import pytest
 
 from brainfly import cli
 from brainfly.connectome.synthetic import generate_synthetic, write_synthetic
-from brainfly.engines import base
-from brainfly.experiment import Experiment, StimulusSet
-from brainfly.results import SpikeResult
 
 
 @pytest.fixture(scope="module")
@@ -68,42 +65,29 @@ def test_bad_input_is_one_clear_line(data_folder, tmp_path, capsys, argv, needle
     assert not (tmp_path / "x.parquet").exists()
 
 
-class _Flaky(base.Engine):
-    """Kick-echo test engine that fails once at a chosen trial (an interrupted run)."""
-
-    name = "_flaky"
-    capabilities = frozenset({"poisson"})
-    trials_per_chunk = 1
-    calls: list = []
-    fail_at: int | None = None
-
-    def simulate(self, sim, trials, progress=None):
-        if self.fail_at in trials:
-            type(self).fail_at = None
-            raise KeyboardInterrupt
-        type(self).calls.append(list(trials))
-        k = sim.kicks(trials)
-        return SpikeResult(k.trial, k.idx, k.step + 1, sim.connectome.flywire_ids, trials, sim.n_steps,
-                           sim.params.dt_s, sim.experiment.name, engine=self.name)
+def test_a_finished_result_is_kept_unless_overwrite(data_folder, tmp_path, capsys):
+    out = tmp_path / "o.parquet"
+    argv = ["run", "--data", str(data_folder), "--stimulate", "sugar_GRN@200", "--t-run", "0.05", "--out", str(out),
+            "-q"]
+    assert run_cli(*argv) == 0
+    before = out.read_bytes()
+    assert run_cli(*argv, "--seed", "9") == 2
+    err = capsys.readouterr().err
+    assert "already there" in err and "--overwrite" in err and "Traceback" not in err
+    assert out.read_bytes() == before
+    assert run_cli(*argv, "--seed", "9", "--overwrite") == 0 and out.read_bytes() != before
 
 
-def test_interrupted_run_resumes_without_recomputing(data_folder, tmp_path):
-    from brainfly.connectome import load_connectome
+def test_default_output_names_tell_experiments_apart(data_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base_argv = ["run", "--data", str(data_folder), "--stimulate", "sugar_GRN@200", "--t-run", "0.05", "-q"]
+    assert run_cli(*base_argv) == 0
+    assert run_cli(*base_argv, "--silence", "MN9") == 0  # a second experiment: its own file, nothing overwritten
+    files = sorted(p.name for p in (tmp_path / "output").glob("*.parquet") if not p.name.endswith("_front.parquet"))
+    assert len(files) == 2 and all(f.startswith("event_custom-") for f in files)
 
-    base._REGISTRY["_flaky"] = _Flaky
-    try:
-        net = load_connectome(str(data_folder), progress=False)
-        ex = Experiment(stimuli=(StimulusSet(("sugar_GRN",), 200.0),), t_run=0.05, n_trials=4)
-        out = tmp_path / "r.parquet"
-        _Flaky.fail_at, _Flaky.calls = 2, []
-        with pytest.raises(KeyboardInterrupt):
-            cli.run_experiment("_flaky", net, ex, out, progress=False)
-        assert _Flaky.calls == [[0], [1]] and not out.exists()
-        assert len(list(out.with_name(out.name + ".parts").glob("trials-*.parquet"))) == 2
-        result = cli.run_experiment("_flaky", net, ex, out, progress=False)
-        assert _Flaky.calls == [[0], [1], [2], [3]]  # trials 0 and 1 were not run again
-        whole = SpikeResult.read_parquet(out, net.flywire_ids)
-        assert whole.trials == [0, 1, 2, 3] and whole.n_spikes == result.n_spikes > 0
-        assert not out.with_name(out.name + ".parts").exists()
-    finally:
-        base._REGISTRY.pop("_flaky", None)
+
+def test_engines_lists_devices(capsys):
+    assert run_cli("engines") == 0
+    out = capsys.readouterr().out
+    assert "event" in out and "torch" in out and "cpu" in out and "cuda" in out

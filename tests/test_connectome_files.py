@@ -280,7 +280,10 @@ def fake_generator(monkeypatch, connectome_files):
             (folder / "SYNTHETIC").touch()
         return folder
 
+    import brainfly.connectome.datasets as datasets
+
     monkeypatch.setattr(synthetic, "ensure_synthetic", ensure_synthetic)
+    monkeypatch.setattr(datasets, "ensure_synthetic", ensure_synthetic)
     return calls
 
 

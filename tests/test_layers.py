@@ -15,6 +15,12 @@ import sys
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "brainfly"
+#: Modules allowed to import brainfly inside functions, and why (never to hide a cycle:
+#: import-linter still sees these imports and checks them against the layers).
+DEFERRED_BY_DESIGN = {
+    "src/brainfly/cli.py": "the command line imports a command's modules when that command runs, so that "
+                           "`brainfly run` does not pay for the comparison's scipy or the grid's pandas",
+}
 
 
 def test_import_contracts_hold() -> None:
@@ -72,6 +78,8 @@ def test_brainfly_imported_at_module_top_without_guards() -> None:
     """brainfly's modules import each other at the top of the module, never to dodge a cycle."""
     found: list[str] = []
     for path in sorted(PACKAGE.rglob("*.py")):
+        if str(path.relative_to(ROOT)) in DEFERRED_BY_DESIGN:
+            continue
         finder = _Finder(str(path.relative_to(ROOT)))
         finder.visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
         found += finder.found

@@ -268,7 +268,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "bench": ("brainfly.bench.command", "add_bench_arguments", "run_bench_from_args",
               "benchmark grid of engines x durations x trials"),
-    "compare": ("brainfly.compare", "add_compare_arguments", "run_compare_from_args",
+    "compare": ("brainfly.compare_command", "add_compare_arguments", "run_compare_from_args",
                 "compare engines' saved spikes with Brian2's"),
 }
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .connectome.lookup import SUGAR_GRNS_783
+from .connectome.lookup import SUGAR_GRNS_783, resolve_neurons
 from .errors import ValidationError, suggest
 from .params import ModelParams
 
@@ -264,7 +264,8 @@ class Experiment:
         types = {"name": (str,), "silence_mode": (str,), "t_run": (int, float), "n_trials": (int,),
                  "seed": (int,), "input_schedule": (str,)}
         for key, ok in types.items():
-            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], ok)):
+            if key in d and not (key == "input_schedule" and d[key] is None) and (
+                    isinstance(d[key], bool) or not isinstance(d[key], ok)):
                 expected = {"t_run": "a number of seconds", "n_trials": "an integer", "seed": "an integer"}.get(
                     key, "a string")
                 raise ValidationError(f"{source}: {key} must be {expected} (got {d[key]!r})")
@@ -290,8 +291,6 @@ class Experiment:
         ValidationError
             If a neuron is in two stimulus sets, or both stimulated and silenced.
         """
-        from .connectome.lookup import resolve_neurons
-
         stim_idx = [resolve_neurons(connectome, s.neurons, owner=f"stimulus set {k} ({s.label or s.rate_hz} Hz)")
                     for k, s in enumerate(self.stimuli)]
         silenced_idx = (resolve_neurons(connectome, self.silenced, owner="silenced set")

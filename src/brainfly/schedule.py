@@ -21,7 +21,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._io import atomic_write
 from ._order import event_order
+from .connectome.lookup import resolve_neurons
 from .errors import DataError, ValidationError
 
 __all__ = ["InputSchedule", "trial_seed_sequence", "draw_poisson", "combine_digests"]
@@ -120,8 +122,6 @@ class InputSchedule:
 
     def write(self, path: str | Path, flywire_ids: np.ndarray) -> Path:
         """Write as parquet (or CSV if the suffix is .csv), atomically."""
-        from ._io import atomic_write
-
         path = Path(path)
         frame = self.to_frame(flywire_ids)
         if path.suffix.lower() == ".csv":
@@ -165,8 +165,6 @@ class InputSchedule:
                 raise DataError(f"input schedule {path}: column {col!r} must be integer (got {frame[col].dtype})")
         fids = frame["flywire_id"].to_numpy(np.int64)
         uniq, inverse = np.unique(fids, return_inverse=True)
-        from .connectome.lookup import resolve_neurons
-
         idx_uniq = resolve_neurons(connectome, uniq.tolist(), owner=f"input schedule {path}")
         return cls(frame["trial"].to_numpy(), idx_uniq[inverse], frame["step"].to_numpy())
 

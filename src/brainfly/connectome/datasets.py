@@ -34,8 +34,10 @@ from typing import Any
 from ..errors import ChecksumError, DataError, DataNotFoundError, DownloadError, suggest
 from .cache import cache_dir, csr_key, downloads_dir, file_sha256, load_csr, save_csr
 from .download import REMOTE_DATASETS, download_dataset, is_downloadable, manual_download_hint
-from .files import SourceFiles, check_pinned, find_source_files, read_connectivity, read_neuron_list
+from .files import SourceFiles, check_pinned, file_version, find_source_files, read_connectivity, read_neuron_list
+from .lookup import attach_annotations
 from .network import Connectome, files_digest
+from .synthetic import ensure_synthetic
 
 __all__ = [
     "DATA_ENV",
@@ -183,8 +185,6 @@ def load_connectome(
     else:
         path = Path(text).expanduser()
         if path.is_file() and (path.suffix in (".csv", ".parquet")):
-            from .files import file_version
-
             net = load_folder(path.parent, version=file_version(path), progress=progress,
                               verify_checksums=verify_checksums, annotations=annotations)
         elif path.is_dir():
@@ -201,10 +201,6 @@ def load_connectome(
 
 
 def _load_synthetic(seed: int, *, progress: bool, annotations: bool) -> Connectome:
-    try:
-        from .synthetic import ensure_synthetic
-    except ImportError as exc:  # pragma: no cover - the generator ships with the package
-        raise DataNotFoundError(f"dataset synthetic: the generator is not available ({exc})") from None
     folder = Path(ensure_synthetic(cache_dir(), seed=seed, progress=progress))
     net = load_folder(folder, progress=progress, annotations=annotations, synthetic=True)
     net.meta.setdefault("seed", seed)
@@ -346,7 +342,5 @@ def load_folder(
     if cache_state == "miss":
         net.validate_arrays()
     if annotations:
-        from .lookup import attach_annotations
-
         attach_annotations(net)
     return net

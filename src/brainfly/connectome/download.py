@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 
 from ..errors import ChecksumError, DownloadError, ValidationError, suggest
-from .cache import downloads_dir
+from .cache import downloads_dir, file_sha256
 from .files import PINNED_FILES, PinnedFile
 
 __all__ = [
@@ -246,8 +246,6 @@ def _download_file(name: str, dest: Path, *, progress: bool, pinned: PinnedFile 
                               f"{sorted(PINNED_FILES)}")
     target = dest / name
     if target.is_file():
-        from .cache import file_sha256
-
         sha, size = file_sha256(target)
         if sha == pin.sha256 and size == pin.size:
             return target

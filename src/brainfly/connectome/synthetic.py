@@ -73,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, ValidationError
+from .lookup import PAPER_ALIASES, SUGAR_GRNS_783
 from .network import Connectome
 
 __all__ = [
@@ -275,10 +276,6 @@ def named_neuron_ids() -> dict[str, tuple[int, ...]]:
         :data:`~brainfly.connectome.lookup.PAPER_ALIASES` (MN9, P9, aDN1, DN2, aBN1),
         FlyWire IDs (int64).
     """
-    # experiment.py sits above the connectome stage; import lazily to keep imports one-way
-    from ..experiment import SUGAR_GRNS_783
-    from .lookup import PAPER_ALIASES
-
     out: dict[str, tuple[int, ...]] = {"sugar_grns": tuple(int(i) for i in SUGAR_GRNS_783)}
     out.update({k: tuple(int(i) for i in v) for k, v in PAPER_ALIASES.items()})
     return out
