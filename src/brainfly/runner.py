@@ -213,6 +213,7 @@ def _provenance(result: SpikeResult, experiment: Experiment, connectome: Connect
         "connectome": {
             "name": connectome.name,
             "label": connectome.label,
+            "version": connectome.meta.get("version"),
             "digest": connectome.content_digest,
             "synthetic": bool(connectome.synthetic),
             "n_neurons": connectome.n_neurons,
@@ -226,16 +227,12 @@ def _provenance(result: SpikeResult, experiment: Experiment, connectome: Connect
 
 
 def _write_outputs(result: SpikeResult, paths: dict[str, Path]) -> None:
-    front = result.propagation_front()
     written = {"spikes": str(paths["spikes"]), "rates": str(paths["rates"])}
-    if front is not None:
+    if result.write_propagation_front(paths["front"]) is not None:  # None: the engine records no front
         written["front"] = str(paths["front"])
     result.meta["outputs"] = written
-    result.write_parquet(paths["spikes"])
-    rates = result.rates(names=True)
-    atomic_write(paths["rates"], lambda tmp: rates.to_csv(tmp, index=False))
-    if front is not None:
-        atomic_write(paths["front"], lambda tmp: front.to_parquet(tmp, index=False))
+    result.write_rates(paths["rates"])
+    result.write_parquet(paths["spikes"])  # last: a spike file means the run's files are complete
 
 
 # -------------------------------------------------------------------- the runner

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .datasets import load_connectome
-from .lookup import neuron_names, resolve_neurons
+from .lookup import annotation_table, neuron_labels, resolve_neurons
 from .network import Connectome
 
 __all__ = ["lookup"]
@@ -42,14 +42,19 @@ def lookup(neurons: Iterable[int | str] | int | str, data: Connectome | str | Pa
 
     net = data if isinstance(data, Connectome) else load_connectome(data, progress=progress)
     specs = [neurons] if isinstance(neurons, (int, str, np.integer)) else list(neurons)
-    names = neuron_names(net)
-    ann = net.annotations
-    rows = []
+    table = annotation_table(net)
+    frames = []
     for spec in specs:
-        for i in resolve_neurons(net, [spec], owner="lookup").tolist():
-            fid = int(net.flywire_ids[i])
-            row: dict[str, Any] = {"spec": str(spec), "flywire_id": fid, "idx": int(i), "name": names.get(fid, "")}
-            if ann is not None and fid in ann.index:
-                row.update({str(k): v for k, v in ann.loc[fid].items()})
-            rows.append(row)
-    return pd.DataFrame(rows)
+        idx = resolve_neurons(net, [spec], owner="lookup")
+        ids = net.flywire_ids[idx]
+        frame = pd.DataFrame({"spec": str(spec), "flywire_id": ids.astype(np.int64), "idx": idx})
+        labels = neuron_labels(ids, table)
+        for column in labels:
+            if column != "flywire_id":
+                frame[column] = labels[column]
+        if table is not None:
+            for column in table.columns:
+                if column not in frame:
+                    frame[column] = table.get(column, ids)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

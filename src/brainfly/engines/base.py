@@ -471,7 +471,7 @@ class Engine(ABC):
         result = SpikeResult(
             out.trial, out.idx, out.step, np.asarray(c.flywire_ids, dtype=np.int64), trials, sim.n_steps,
             sim.params.dt_s, sim.experiment.name, engine=self.name, connectome_label=c.label,
-            synthetic=bool(c.synthetic), meta=meta,
+            synthetic=bool(c.synthetic), meta=meta, annotations=c.annotations,
         )
         record_input(result, sim, self.input_family or self.name)
         return result
