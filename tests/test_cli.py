@@ -91,3 +91,11 @@ def test_engines_lists_devices(capsys):
     assert run_cli("engines") == 0
     out = capsys.readouterr().out
     assert "event" in out and "torch" in out and "cpu" in out and "cuda" in out
+
+
+def test_stimulate_with_a_schedule_is_refused(data_folder, tmp_path, capsys):
+    sched = tmp_path / "k.csv"
+    sched.write_text("trial,flywire_id,step\n0,1,1\n")
+    code = run_cli("run", "--data", str(data_folder), "--stimulate", "sugar_GRN@200", "--input-schedule", str(sched),
+                   "--out", str(tmp_path / "x.parquet"), "-q")
+    assert code == 2 and "given together" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()

@@ -35,7 +35,7 @@ def test_input_fingerprint_is_chunk_independent(echo_engine, tmp_path):
     # the same kicks written to a schedule file and replayed give the same fingerprint
     sim = base.prepare(net(), ex)
     path = sim.kicks(range(4)).write(tmp_path / "k.parquet", net().flywire_ids)
-    replay = echo_engine.run(net(), ex.with_(input_schedule=str(path)))
+    replay = echo_engine.run(net(), ex.with_(stimuli=(), input_schedule=str(path)))
     assert replay.meta["input"] == whole.meta["input"]
     assert np.array_equal(replay.step, whole.step)
 

@@ -110,6 +110,11 @@ def experiment_from_args(args: argparse.Namespace) -> Any:
                                   "--stimulate IDS@HZ or --input-schedule FILE")
         base = None
     changes: dict[str, Any] = {}
+    if args.stimulate and args.input_schedule:
+        raise ValidationError("--stimulate and --input-schedule given together: the schedule's kicks replace "
+                              "Poisson input at set rates; give one of them")
+    if args.input_schedule:
+        changes["stimuli"] = ()  # the schedule replaces the base experiment's stimulus sets
     if args.stimulate:
         sets = []
         for k, text in enumerate(args.stimulate):

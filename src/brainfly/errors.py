@@ -82,7 +82,10 @@ def suggest(word: str, choices: Iterable[str], n: int = 5) -> str:
     >>> suggest("MN8", ["MN9", "P9", "aDN1"])
     " Did you mean 'MN9'?"
     """
-    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.6)
+    word = str(word)
+    # short names differ by one character in a larger share of their letters (P8 / P9)
+    cutoff = 0.5 if len(word) <= 4 else 0.6
+    matches = difflib.get_close_matches(word, [str(c) for c in choices], n=n, cutoff=cutoff)
     if not matches:
         return ""
     return " Did you mean " + ", ".join(repr(m) for m in matches) + "?"

@@ -200,6 +200,10 @@ class Experiment:
             )
         if self.input_schedule is not None:
             object.__setattr__(self, "input_schedule", str(self.input_schedule))
+            if self.stimuli:
+                raise ValidationError(
+                    "Experiment: stimulus rates and an input schedule given together; the schedule's kicks "
+                    "replace Poisson input at set rates: give one of them (--stimulate or --input-schedule)")
 
     @property
     def n_steps(self) -> int:
@@ -291,7 +295,8 @@ class Experiment:
         ValidationError
             If a neuron is in two stimulus sets, or both stimulated and silenced.
         """
-        stim_idx = [resolve_neurons(connectome, s.neurons, owner=f"stimulus set {k} ({s.label or s.rate_hz} Hz)")
+        stim_idx = [resolve_neurons(connectome, s.neurons, owner=f"stimulus set {k}"
+                                    + (f" {s.label!r}" if s.label else "") + f" at {s.rate_hz:g} Hz")
                     for k, s in enumerate(self.stimuli)]
         silenced_idx = (resolve_neurons(connectome, self.silenced, owner="silenced set")
                         if self.silenced else np.empty(0, np.int64))
@@ -431,8 +436,14 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     if p.suffix.lower() == ".toml" or p.exists():
         if not p.exists():
             raise ValidationError(f"experiment file {p} does not exist")
+        if not p.is_file():
+            raise ValidationError(f"experiment file {p}: is a folder, not a file; give the TOML file inside it")
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"experiment file {p}: is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except OSError as exc:
+            raise ValidationError(f"experiment file {p}: cannot be read ({exc.strerror})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValidationError(f"experiment file {p}: not valid TOML ({exc})") from None
         data.setdefault("name", p.stem)

@@ -81,11 +81,15 @@ class InputSchedule:
     def check(self, n_trials: int, n_steps: int, owner: str = "input schedule") -> None:
         """Refuse kicks outside the trials or steps of the experiment."""
         if self.n_kicks == 0:
-            return
-        if self.trial.min() < 0 or self.trial.max() >= n_trials:
+            raise ValidationError(f"{owner}: holds no kicks; nothing would drive the network")
+        if self.trial.min() < 0:
+            raise ValidationError(f"{owner}: trial numbers must be >= 0 (got {self.trial.min()})")
+        covered = int(self.trial.max()) + 1
+        if covered != n_trials:
+            # fewer trials than asked would run silent trials and divide every rate by the wrong count
             raise ValidationError(
-                f"{owner}: trial numbers must lie in 0..{n_trials - 1} (got {self.trial.min()}..{self.trial.max()}); "
-                "raise --n-trials or drop those rows"
+                f"{owner}: covers trials 0..{covered - 1} ({covered} trials) but the experiment has n_trials = "
+                f"{n_trials}; give --n-trials {covered} (n_trials = {covered}), or a schedule of {n_trials} trials"
             )
         if self.step.min() < 0 or self.step.max() >= n_steps:
             raise ValidationError(
