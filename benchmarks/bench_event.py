@@ -25,10 +25,23 @@ brain), its simulation rate is compared with the event engine's as a ratio, and 
 event engine's spikes over the same window are checked to be identical. For 30 trials the
 Brian2 time is extrapolated from its 1-trial rate (marked ``~``).
 
+``--fresh N`` adds what a new process pays before its first trial, each measured in N
+fresh processes (median), the connectome loaded beforehand and not counted:
+
+- ``pack``: packing the connections (``brainfly.engines.event._pack``), as a process does
+  when the event engine's on-disk cache has no entry for the connectome;
+- ``load``: loading them from that cache (memory map, checksums checked);
+- ``first run``: one sugar trial of 1 s with an empty numba cache (``NUMBA_CACHE_DIR`` a new
+  empty folder) and no packed-connection entry: numba's compilation (``build_s``) and the
+  whole run (the first ``brainfly run`` in a fresh environment, but for the connectome);
+- ``cached run``: the same run once both caches hold it.
+
 Usage::
 
     python benchmarks/bench_event.py                      # everything, Brian2 for 0.1 s
     python benchmarks/bench_event.py --no-brian2          # event engine only
+    python benchmarks/bench_event.py --no-brian2 --cases sugar1,sugar30 --repeat 9
+    python benchmarks/bench_event.py --no-brian2 --cases none --fresh 5
     python benchmarks/bench_event.py --brian2-t-run 1.0 --out bench_event.json
 """
 
@@ -44,6 +57,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -111,6 +126,65 @@ def _brian2(net: Any, exp: Experiment, t_run: float, tmp: Path) -> dict[str, Any
             "n_differ": len(a ^ b)}
 
 
+_FRESH = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from brainfly.connectome.datasets import load_connectome
+from brainfly.engines import event
+from brainfly.engines.base import get_engine
+from brainfly.experiment import builtin_experiment
+net = load_connectome(sys.argv[2], progress=False)
+w_syn = 2.75e-4
+key = event._full_key(net, w_syn)
+what = sys.argv[1]
+t = time.perf_counter()
+if what == "pack":
+    event._pack(net, w_syn, key)
+    out = {"s": time.perf_counter() - t}
+elif what == "load":
+    packed = event._load_disk(key, net)
+    out = {"s": time.perf_counter() - t, "hit": packed is not None}
+else:
+    res = get_engine("event", n_threads=1).run(net, builtin_experiment("sugar").with_(n_trials=1, t_run=1.0))
+    out = {"s": time.perf_counter() - t, **res.meta["timings"]}
+print(json.dumps(out))
+"""
+
+
+def _fresh(what: str, data: str, n: int, env: dict[str, str] | None = None,
+           before: Any = None) -> dict[str, float]:
+    """Median over *n* fresh processes of the figures the snippet above prints for *what*."""
+    runs = []
+    for _ in range(n):
+        extra = before() if before is not None else {}
+        out = subprocess.run([sys.executable, "-c", _FRESH, what, data], capture_output=True, text=True,
+                             env={**os.environ, **(env or {}), **extra}, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(float(r[k]) for r in runs) for k in runs[0]}
+
+
+def _fresh_figures(data: str, n: int, tmp: Path) -> dict[str, dict[str, float]]:
+    import shutil
+
+    from brainfly.connectome.cache import cache_dir
+    from brainfly.engines import event
+
+    figs = {"pack": _fresh("pack", data, n)}
+    event.packed_network(load_connectome(data, progress=False), 2.75e-4)  # the disk entry exists
+    figs["load"] = _fresh("load", data, n)
+    counter = iter(range(10 ** 6))
+
+    def empty_caches() -> dict[str, str]:
+        shutil.rmtree(cache_dir() / "event", ignore_errors=True)
+        folder = tmp / f"numba-{next(counter)}"
+        folder.mkdir()
+        return {"NUMBA_CACHE_DIR": str(folder)}
+
+    figs["first run"] = _fresh("run", data, n, before=empty_caches)
+    figs["cached run"] = _fresh("run", data, n)
+    return figs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="synthetic", help="dataset name or folder (default synthetic)")
@@ -120,8 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broad-rate", type=float, default=100.0, help="their rate, Hz")
     ap.add_argument("--no-brian2", action="store_true", help="skip Brian2 standalone")
     ap.add_argument("--brian2-t-run", type=float, default=0.1, help="model seconds for Brian2 (default 0.1)")
+    ap.add_argument("--cases", default="sugar1,sugar30,broad",
+                    help="comma-separated cases among sugar1, sugar30, broad (or none)")
+    ap.add_argument("--fresh", type=int, default=0, metavar="N",
+                    help="also measure packing, loading and the first run in N fresh processes each")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
+    wanted = {c for c in args.cases.split(",") if c and c != "none"}
+    unknown = wanted - {"sugar1", "sugar30", "broad"}
+    if unknown:
+        ap.error(f"--cases: unknown {sorted(unknown)}; choose among sugar1, sugar30, broad, none")
 
     rows: list[tuple[str, str, str, str]] = []
     record: dict[str, Any] = {"python": sys.version.split()[0], "machine": platform.machine(),
@@ -143,11 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm-up {record['warmup_s']:.3f} s (numba build/cache load {record['build_s'] or 0.0:.3f} s, "
           f"packing the connections included)")
 
+    sugar1 = _sugar(1, 1.0, args.seed)
+    broad = _broad(net, args.broad_n, args.broad_rate, 1, 1.0, args.seed)
     cases = [
-        ("sugar 1x1s 1thr", _sugar(1, 1.0, args.seed), 1, 0.01),
+        ("sugar 1x1s 1thr", sugar1, 1, 0.01),
         ("sugar 30x1s 2thr", _sugar(30, 1.0, args.seed), 2, 0.2),
-        ("broad 1x1s 1thr", _broad(net, args.broad_n, args.broad_rate, 1, 1.0, args.seed), 1, 1.0),
+        ("broad 1x1s 1thr", broad, 1, 1.0),
     ]
+    cases = [c for c, key in zip(cases, ("sugar1", "sugar30", "broad")) if key in wanted]
     record["cases"] = {}
     for name, exp, threads, target in cases:
         fig = _time_event(net, exp, threads, args.repeat if exp.n_trials == 1 else max(1, args.repeat - 1))
@@ -158,11 +243,19 @@ def main(argv: list[str] | None = None) -> int:
               f"per trial-second, {fig['events']:,} events, {fig['x_real_time']:.1f}x real time", flush=True)
     record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
+    if args.fresh:
+        with tempfile.TemporaryDirectory(prefix="bench_event_") as tmp:
+            record["fresh"] = _fresh_figures(args.data, args.fresh, Path(tmp))
+        for name, fig in record["fresh"].items():
+            extra = ", ".join(f"{k} {v:.3f} s" for k, v in fig.items() if k.endswith("_s"))
+            rows.append((f"fresh process: {name}", f"{fig['s']:.3f} s", f"median of {args.fresh}", extra))
+            print(f"fresh process, {name}: {fig}", flush=True)
+
     if not args.no_brian2:
         with tempfile.TemporaryDirectory(prefix="bench_event_") as tmp:
-            b2_sugar = _brian2(net, cases[0][1], args.brian2_t_run, Path(tmp))
+            b2_sugar = _brian2(net, sugar1, args.brian2_t_run, Path(tmp))
             print(f"brian2-standalone sugar {args.brian2_t_run} s: {b2_sugar}", flush=True)
-            b2_broad = _brian2(net, cases[2][1], args.brian2_t_run, Path(tmp))
+            b2_broad = _brian2(net, broad, args.brian2_t_run, Path(tmp))
             print(f"brian2-standalone broad {args.brian2_t_run} s: {b2_broad}", flush=True)
         record["brian2"] = {"sugar": b2_sugar, "broad": b2_broad}
 

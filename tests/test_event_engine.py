@@ -550,3 +550,25 @@ def test_run_many_validates_every_condition_first():
     with pytest.raises(UnknownNeuronError):
         get_engine("event").run_many(net, conds, progress=lambda *a: seen.append(a))
     assert seen == []
+
+
+def test_warm_up_compiles_the_kernel_a_run_uses():
+    """The warm-up's records have the numba types of a real run's (so that the run finds
+    the kernel compiled), and it may run in the background."""
+    import numba
+
+    from brainfly.engines import _event_kernels as K
+
+    eng = get_engine("event")
+    net, driven = random_network(50, 5, seed=2)
+    exp = Experiment(name="w", stimuli=(StimulusSet(tuple(net.flywire_ids[driven].tolist()), 150.0),),
+                     t_run=0.02, n_trials=2, seed=1)
+    sim = prepare(net, exp)
+    plan = eng._plan(sim, [0, 1])
+    real = eng._args(plan, eng._ready(K.new_workspace(net.n_neurons, 1024), [plan]), 0, 5, plan.model.n_steps)
+    warm = eng._warm_up_args()
+    assert [numba.typeof(a) for a in warm] == [numba.typeof(a) for a in real]
+    thread = eng.warm_up(background=True)
+    thread.join(timeout=600)
+    assert not thread.is_alive() and K.run_trial.overloads
+    assert eng.run(net, exp).n_spikes > 0

@@ -39,6 +39,13 @@ SEEN = 8  #: re-predicted in this step already (a neuron may be queued twice)
 #: possible crossing at least this many steps ahead.
 LAZY_MIN = 4
 
+#: numba options of the kernels. ``error_model="numpy"``: no zero-division checks (no
+#: division in the kernels has a zero divisor; the results are the same bit for bit) and
+#: less code to compile. The helpers are only called from other kernels: no Python or C
+#: wrappers are compiled for them.
+_KERNEL = dict(cache=True, nogil=True, error_model="numpy")
+_HELPER = dict(_KERNEL, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
 RUNAWAY_NONE = 0
 RUNAWAY_BOUND = 1       #: activity of non-driven neurons exceeded the bound in a window
 RUNAWAY_SUSTAINED = 2   #: spikes continued long after the last external input
@@ -196,8 +203,11 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
 
     Returns ``(indptr int64, syn uint32 or uint64, wtab float64, t_bits)``.
     """
-    if skip_post is None:
-        skip_post = np.zeros(0, np.bool_)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    post = np.asarray(post)
+    weight = np.asarray(weight, dtype=np.float64)
+    skip_pre = np.asarray(skip_pre, dtype=np.bool_)
+    skip_post = np.zeros(0, np.bool_) if skip_post is None else np.asarray(skip_post, dtype=np.bool_)
     n = indptr.shape[0] - 1
     n_targets = int(post.max()) + 1 if post.size else 1
     if order is None:
@@ -208,14 +218,20 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
         relabel = np.empty(n, np.int64)
         relabel[order] = np.arange(n, dtype=np.int64)
         n_targets = n
-    lo, hi, integral = _weight_range(weight)
+    blocks = _row_blocks(indptr)
+    lo, hi, integral = 0.0, 0.0, True  # the weights' range (from 0) and whether all are integers
+    buf = np.empty(PACK_BLOCK, np.float64)
+    for s0 in range(0, weight.shape[0], PACK_BLOCK):
+        w = weight[s0:s0 + PACK_BLOCK]
+        lo, hi = min(lo, float(np.fmin.reduce(w))), max(hi, float(np.fmax.reduce(w)))
+        integral = integral and bool(np.array_equal(w, np.floor(w, out=buf[:w.shape[0]])))
     code = None
     if integral and hi - lo < 2 ** 20:
         base = float(int(lo))
         wtab = np.arange(int(lo), int(hi) + 1, dtype=np.float64) * w_scale
     else:
         vals, code = np.unique(weight, return_inverse=True)
-        code = code.astype(np.int64)
+        code = code.astype(np.uint64)
         base = 0.0
         wtab = np.ascontiguousarray(vals * w_scale, dtype=np.float64)
     code_bits = max(1, (len(wtab) - 1).bit_length())
@@ -225,77 +241,75 @@ def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_sc
         t_bits = max(t_bits, 32)
         if code_bits + t_bits > 64:
             raise ValueError("too many neurons or distinct weights for 8-byte connection records")
-    new_ptr = _count_kept(indptr, post, weight, skip_pre, skip_post, order)
+
+    # the connections that deliver, and how many per row (model order)
+    counts = np.diff(indptr)
+    keep = weight != 0.0
+    if skip_pre.any():
+        keep &= np.repeat(~skip_pre, counts)
+    if skip_post.any():
+        keep &= ~skip_post[post]
+    dropped_rows = np.searchsorted(indptr, np.flatnonzero(~keep), side="right") - 1
+    n_kept = counts - np.bincount(dropped_rows, minlength=n)
+    new_ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(n_kept[order], out=new_ptr[1:])
+    first_kept = np.zeros(n + 1, np.int64)  # index of a row's first kept connection, model order
+    np.cumsum(n_kept, out=first_kept[1:])
+    # a kept connection goes to its row's new start plus its rank among the row's kept ones
+    shift = new_ptr[:-1][relabel[:n]] - first_kept[:-1]
     syn = np.empty(int(new_ptr[-1]), dtype)
-    if code is None:
-        code = np.zeros(0, np.int64)
-    _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, t_bits, order, relabel)
+    two_t = (relabel * 2).astype(dtype)  # the low field: 2 * internal target
+    sh = dtype(t_bits)
+    all_kept = bool(keep.all())
+    for r0, r1 in blocks:
+        a, b = indptr[r0], indptr[r1]
+        k = slice(None) if all_kept else keep[a:b]
+        if code is None:
+            c = (weight[a:b][k] - base).astype(dtype)  # exact: integers from 0 to below 2**20
+        else:
+            c = code[a:b][k].astype(dtype)
+        rec = (c << sh) | two_t[post[a:b][k]]
+        g0 = first_kept[r0]
+        syn[np.repeat(shift[r0:r1], n_kept[r0:r1]) + np.arange(g0, g0 + rec.shape[0], dtype=np.int64)] = rec
     return new_ptr, syn, wtab, t_bits
 
 
-@njit(cache=True, nogil=True)
-def inhibitory_rows(indptr, syn, wtab, t_bits):
-    """Rows (presynaptic neurons) whose packed connections all have negative weights."""
+#: Connections per block of rows in :func:`pack_synapses` (bounds its temporary arrays).
+PACK_BLOCK = 1 << 20
+
+
+def _row_blocks(indptr: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive row ranges of about :data:`PACK_BLOCK` connections each."""
+    n = indptr.shape[0] - 1
+    cuts = np.searchsorted(indptr, np.arange(0, int(indptr[-1]), PACK_BLOCK), side="right") - 1
+    starts = sorted(set(int(r) for r in cuts) | {0})
+    ends = starts[1:] + [n]
+    return [(r0, r1) for r0, r1 in zip(starts, ends) if r1 > r0]
+
+
+def inhibitory_rows(indptr: np.ndarray, syn: np.ndarray, wtab: np.ndarray, t_bits: int) -> np.ndarray:
+    """Rows (presynaptic neurons) whose packed connections all have negative weights
+    (bool array, one per row; False for an empty row)."""
     n = indptr.shape[0] - 1
     out = np.zeros(n, np.bool_)
-    tb = np.uint64(t_bits)
-    for j in range(n):
-        inh = indptr[j + 1] > indptr[j]
-        for k in range(indptr[j], indptr[j + 1]):
-            if not (wtab[np.uint64(syn[k]) >> tb] < 0.0):
-                inh = False
-                break
-        out[j] = inh
+    nonempty = indptr[1:] > indptr[:-1]
+    if not nonempty.any():
+        return out
+    n_neg = int(np.count_nonzero(wtab < 0.0))
+    if np.all(wtab[1:] >= wtab[:-1]):
+        # ascending weights (as packed): the codes of negative weights come first, so a
+        # record is not negative where it is at least (n_neg << t_bits)
+        if n_neg == wtab.shape[0]:
+            flag = np.zeros(syn.shape[0], np.bool_)
+        else:
+            flag = syn >= syn.dtype.type(n_neg << t_bits)
+    else:
+        not_negative = ~(wtab < 0.0)  # per weight code (NaN counts as not negative)
+        flag = not_negative[np.right_shift(syn, syn.dtype.type(t_bits))]
+    # a segment of reduceat runs from a non-empty row's start to the next one's: the row
+    # itself, as the rows between are empty
+    out[nonempty] = ~np.logical_or.reduceat(flag, indptr[:-1][nonempty])
     return out
-
-
-@njit(cache=True, nogil=True)
-def _weight_range(weight):
-    lo = 0.0
-    hi = 0.0
-    integral = True
-    for k in range(weight.shape[0]):
-        w = weight[k]
-        if w < lo:
-            lo = w
-        if w > hi:
-            hi = w
-        if integral and w != math.floor(w):
-            integral = False
-    return lo, hi, integral
-
-
-@njit(cache=True, nogil=True)
-def _count_kept(indptr, post, weight, skip_pre, skip_post, order):
-    n = indptr.shape[0] - 1
-    new_ptr = np.zeros(n + 1, np.int64)
-    n_kept = 0
-    for i in range(n):
-        j = order[i]
-        if not skip_pre[j]:
-            for k in range(indptr[j], indptr[j + 1]):
-                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
-                    n_kept += 1
-        new_ptr[i + 1] = n_kept
-    return new_ptr
-
-
-@njit(cache=True, nogil=True)
-def _fill_records(indptr, post, weight, base, code, skip_pre, skip_post, syn, t_bits, order, relabel):
-    """``syn[q] = (code << t_bits) | 2 * relabel[post]`` for the kept connections, rows in
-    *order*; the code is ``weight - base`` (integer weights) or ``code[k]`` (a table of
-    distinct values)."""
-    n = indptr.shape[0] - 1
-    sh = np.uint64(t_bits)
-    q = 0
-    for i in range(n):
-        j = order[i]
-        if not skip_pre[j]:
-            for k in range(indptr[j], indptr[j + 1]):
-                if weight[k] != 0.0 and not (skip_post.shape[0] > 0 and skip_post[post[k]]):
-                    c = np.uint64(code[k]) if code.shape[0] > 0 else np.uint64(np.int64(weight[k] - base))
-                    syn[q] = (c << sh) | (np.uint64(relabel[post[k]]) << np.uint64(1))
-                    q += 1
 
 
 def peak_table(a: float, b: float, rho_max: float = 64.0, size: int = 16384) -> tuple[np.ndarray, float]:
@@ -447,28 +461,30 @@ def _queue8(typingctx, touched, nt, syn, kk, tmask, p_th, p0, p1, p2, p3, p4, p5
     return sig, codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _grow_i64(arr, n_keep):
     out = np.empty(2 * arr.shape[0] + 1024, np.int64)
-    out[:n_keep] = arr[:n_keep]
+    for k in range(n_keep):  # (a loop: a slice assignment compiles numba's shape-mismatch error)
+        out[k] = arr[k]
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _grow_i32(arr, n_keep):
     out = np.empty(2 * arr.shape[0] + 1024, np.int32)
-    out[:n_keep] = arr[:n_keep]
+    for k in range(n_keep):  # (a loop: a slice assignment compiles numba's shape-mismatch error)
+        out[k] = arr[k]
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _pow(tab, base_log, k):
     if k < tab.shape[0]:
         return tab[k]
     return math.exp(base_log * k)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(**_HELPER, inline="always")
 def _below_threshold(big_a, cg, x_th, htab, h_per_rho):
     """True where a free trajectory with g > 0 (``big_a = x + c g``, ``cg = c g``) stays
     at or below ``x_th``: A is its sup (x(t) < A for all t > 0), and its continuous peak
@@ -482,7 +498,7 @@ def _below_threshold(big_a, cg, x_th, htab, h_per_rho):
     return big_a * htab[j] < x_th
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, k_end):
     """Brian2's own update ``v' = v_const + (v_from_g*g + v_decay*v)`` iterated from (v, g)
     for up to *k_end* steps: the first k with v(k) > v_th; -1 once v falls (a free
@@ -503,24 +519,31 @@ def _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, k_end):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER, inline="always")
 def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
-                    v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho, bounded=False):
+                    v_const, v_decay, v_from_g, g_decay, k_max, htab, h_per_rho):
     """First k in 1..k_max with v(k) > v_th for the free trajectory from (v, g), or -1.
 
     Closed form x(k) = x a^k + c (a^k - b^k) g (x = v - v0). An analytic bound rejects
-    almost every call without transcendental functions (*bounded*: the caller has
-    applied it); then Brian2's own update is iterated for up to SCAN_STEPS steps
-    (:func:`_scan_crossing`); a crossing farther away is found from the discrete peak by
-    bisection on the rising part, and confirmed by iterating Brian2's update from just
-    before it.
+    almost every call without transcendental functions (:func:`_below_threshold`); the
+    rest is :func:`_search_crossing`, which callers that applied the bound call directly.
     """
+    if g > 0.0 and _below_threshold((v - v0) + c * g, c * g, v_th - v0, htab, h_per_rho):
+        return -1
+    return _search_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, v_decay, v_from_g, g_decay,
+                            k_max)
+
+
+@njit(**_HELPER)
+def _search_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, v_decay, v_from_g, g_decay, k_max):
+    """:func:`_first_crossing` after its bound: Brian2's own update is iterated for up to
+    SCAN_STEPS steps (:func:`_scan_crossing`); a crossing farther away is found from the
+    discrete peak by bisection on the rising part, and confirmed by iterating Brian2's
+    update from just before it."""
     if k_max < 1:
         return -1
     x = v - v0
     x_th = v_th - v0
-    if g > 0.0 and not bounded and _below_threshold(x + c * g, c * g, x_th, htab, h_per_rho):
-        return -1
     k = _scan_crossing(v, g, v_th, v_const, v_decay, v_from_g, g_decay, min(k_max, SCAN_STEPS))
     if k != 0:
         return k
@@ -556,7 +579,7 @@ def _first_crossing(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
                            k_max, kp)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _crossing_by(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
                  v_const, v_decay, v_from_g, g_decay, k_max, k_by, htab, h_per_rho):
     """:func:`_first_crossing` where the trajectory is known to lie above ``v_th`` at
@@ -580,7 +603,7 @@ def _crossing_by(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow,
                            k_max, k_by)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, v_decay, v_from_g, g_decay,
                     k_max, kp):
     """The end of :func:`_first_crossing`: the first k in 1..kp above threshold by
@@ -635,7 +658,7 @@ def _bisect_confirm(v, g, v0, v_th, a, b, c, log_a, log_b, apow, bpow, v_const, 
     return found
 
 
-@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+@njit(**_HELPER, boundscheck=False, inline="always")
 def _update(syn, wtab, hot, k, tmask, tb, ca, cb):
     """One event, record ``syn[k]``, without its queue step: the target's P and Q move
     by its weight times (*ca*, *cb*); returns the target's new P and its record offset.
@@ -647,7 +670,7 @@ def _update(syn, wtab, hot, k, tmask, tb, ca, cb):
     return pp, i0
 
 
-@njit(cache=True, nogil=True, boundscheck=False, inline="never")
+@njit(**_HELPER, boundscheck=False, inline="never")
 def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, prefetch):
     """Deliver the connections k0..k1-1 (one presynaptic row) of step n: P += w c a^-(n-B),
     Q += w c b^-(n-B) on ``hot`` (flat: P of slot t at 2t, Q at 2t+1), and queue the
@@ -700,7 +723,7 @@ def _deliver(k0, k1, syn, wtab, t_bits, hot, touched, n_touched, ca, cb, p_th, p
     return np.int64(nt)
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(**_HELPER, boundscheck=False)
 def _dedupe(touched, n_touched, flags):
     """Drop repeated entries of ``touched[:n_touched]`` (record offsets 2t; first ones
     kept, in order); returns the new length. Uses and clears the QUEUED bit."""
@@ -716,7 +739,7 @@ def _dedupe(touched, n_touched, flags):
     return m
 
 
-@njit(cache=True, nogil=True, boundscheck=False, inline="never")
+@njit(**_HELPER, boundscheck=False, inline="never")
 def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb, prefetch):
     """:func:`_deliver` for a row of negative weights: it queues nothing. Inhibition only
     lowers a free trajectory from the step of the input on (and does not raise the bound
@@ -738,7 +761,7 @@ def _deliver_inhibitory(k0, k1, syn, wtab, t_bits, hot, ca, cb, prefetch):
         kk += one
 
 
-@njit(cache=True, nogil=True)
+@njit(**_HELPER)
 def _steps_before_crossing(x, cg, x_th, slope, k_max):
     """k such that the free trajectory from (x, c g = cg > 0) stays at or below ``x_th``
     for steps 1..k + 1: from ``x(k) <= max(x, 0) + c g k ln(a/b)`` (*slope* = ln(a/b), rounded
@@ -752,7 +775,7 @@ def _steps_before_crossing(x, cg, x_th, slope, k_max):
     return int(need / (cg * slope)) - 1
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(**_HELPER, boundscheck=False)
 def _bound_ahead(big_a, cg, x_th, htab, h_per_rho, slope, k_max):
     """For a state with g > 0 (``big_a = x + c g``, ``cg = c g``): -1 where no crossing can
     come (``big_a``, the sup of the free trajectory, or its tabulated peak (see
@@ -765,7 +788,7 @@ def _bound_ahead(big_a, cg, x_th, htab, h_per_rho, slope, k_max):
     return kl if kl >= LAZY_MIN else 0
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(**_HELPER, boundscheck=False)
 def _take_slot(t, st, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh, nrn_rfc, nrn_orig, nrn_drv, nrn_inh):
     """Neuron t (internal index), first reached in step n, takes slot st."""
     slot_of[t] = st
@@ -777,7 +800,7 @@ def _take_slot(t, st, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh, nrn
     nrn_inh[st] = inh[t]
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(**_KERNEL, boundscheck=False)
 def run_trial(network, neurons, model, tables, drive, ws, runaway):
     """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
 
@@ -856,12 +879,14 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
     # would be zeroed by the system on first touch, on every trial)
     n_neurons = hot.shape[0]
     hot_flat = hot.reshape(2 * n_neurons)
-    n_e = 0
+    # (counters start as np.int64(0), not 0: numba's first pass of type inference would
+    # type a literal 0 as Literal[int](0) and compile the helpers it is passed to twice)
+    n_e = np.int64(0)
     free_e = -1
-    n_sp = 0
+    n_sp = np.int64(0)
     step_ptr[0] = 0
-    n_reached = 0  # slots taken
-    n_syn2 = 0
+    n_reached = np.int64(0)  # slots taken
+    n_syn2 = np.int64(0)
     n_kicks = kick_idx.shape[0]
     kp = 0
     last_kick = -1
@@ -1071,7 +1096,7 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
             # ---------------------------------------------------------------- 3. input
             # Queue a neuron for re-prediction (once per step) where a crossing is possible
             # (A, or x when g <= 0, above threshold).
-            n_touched = 0
+            n_touched = np.int64(0)
             src = n - delay
             if src >= 0:
                 for p in range(step_ptr[src], step_ptr[src + 1]):
@@ -1183,9 +1208,8 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
                                 continue
                     if m == -2:
                         n_detail += 1
-                        k = _first_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
-                                            apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,
-                                            htab, h_per_rho, True)
+                        k = _search_crossing(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
+                                             apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n)
                         m = n + k if k > 0 else -1
                 if m == -1:
                     if f & PENDING:

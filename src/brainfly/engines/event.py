@@ -36,8 +36,9 @@ import numpy as np
 
 from .._io import atomic_write, digest_text
 from ..connectome.cache import cache_dir
+from ..connectome.network import Connectome
 from ..errors import ValidationError
-from ..experiment import Experiment
+from ..experiment import Experiment, StimulusSet
 from ..results import SpikeResult
 from ..schedule import InputSchedule
 from . import _event_kernels as K
@@ -432,7 +433,7 @@ class EventEngine(Engine):
             self._table_cache.popitem(last=False)
         return tables
 
-    def _plan(self, sim: SimulationInput, trials: list[int]) -> _Plan:
+    def _plan(self, sim: SimulationInput, trials: list[int], packed: PackedNetwork | None = None) -> _Plan:
         """Records of one condition (packed network, neurons, constants, tables, kicks)."""
         t0 = time.perf_counter()
         opts = self.options
@@ -440,7 +441,8 @@ class EventEngine(Engine):
         p = sim.params
         n = sim.n_neurons
         n_steps = int(sim.n_steps)
-        packed = packed_network(sim.connectome, co.w_syn, sim.silenced_mask, sim.experiment.silence_mode)
+        if packed is None:
+            packed = packed_network(sim.connectome, co.w_syn, sim.silenced_mask, sim.experiment.silence_mode)
         order = packed.order
         # per-neuron arrays in the internal numbering (order[i]: model index of neuron i)
         rfc = np.ascontiguousarray(np.asarray(sim.refractory_steps, dtype=np.int64)[order])
@@ -506,6 +508,46 @@ class EventEngine(Engine):
         return ws
 
     # ------------------------------------------------------------------ run
+    def warm_up(self, background: bool = False) -> threading.Thread | None:
+        """Compile the trial kernel now (or load it from numba's on-disk cache).
+
+        The first run in a fresh environment compiles it (seconds); later processes load it
+        (~0.1 s). Called with *background*, it does so in a daemon thread, so that the work
+        overlaps what the caller does next (loading or generating the connectome): a run
+        that needs the kernel before then waits for it. Compiles the 4-byte record variant,
+        the one every network of up to ~2**31 / 2**code_bits neurons uses (the full brain
+        included); 8-byte records compile when first used.
+
+        Returns
+        -------
+        threading.Thread or None
+            The thread (with *background*), else None.
+        """
+        if background:
+            thread = threading.Thread(target=self._warm_up, name="brainfly-event-warm-up", daemon=True)
+            thread.start()
+            return thread
+        self._warm_up()
+        return None
+
+    def _warm_up(self) -> None:
+        if K.run_trial.overloads:
+            return
+        try:
+            K.run_trial(*self._warm_up_args())
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only means the first run compiles
+            log.debug("event engine: warm-up failed (%s: %s); the first run compiles", type(exc).__name__, exc)
+
+    def _warm_up_args(self) -> tuple:
+        """The kernel's arguments for an empty trial on a two-neuron network: of the types
+        of any run's (4-byte records)."""
+        net = Connectome.from_edges(np.array([1, 2], np.int64), [0], [1], [1.0], name="warm-up")
+        exp = Experiment(name="warm-up", stimuli=(StimulusSet((1,), 100.0),), t_run=0.001, n_trials=1)
+        sim = prepare(net, exp)
+        plan = self._plan(sim, [0], _pack(net, sim.coeffs.w_syn, "warm-up"))
+        ws = self._ready(K.new_workspace(net.n_neurons, int(self.options.ring_steps)), [plan])
+        return self._args(plan, ws, 0, 0, 0)
+
     def simulate(self, sim: SimulationInput, trials: list[int],
                  progress: ProgressCallback | None = None) -> EngineOutput:
         """Run the given trials of *sim* (see ``docs/engines/event.md``)."""
@@ -530,10 +572,15 @@ class EventEngine(Engine):
         outs = self._simulate_many(sims, trials, progress)
         return [self.result(sim, tr, out) for sim, tr, out in zip(sims, trials, outs)]
 
-    def _kernel(self, plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
+    @staticmethod
+    def _args(plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
+        """The records :func:`_event_kernels.run_trial` takes, for kicks lo..hi-1 of *plan*."""
         model = plan.model if n_steps == plan.model.n_steps else plan.model._replace(n_steps=n_steps)
-        out = K.run_trial(plan.packed.network, plan.neurons, model, plan.tables,
-                          K.Drive(plan.kick_idx[lo:hi], plan.kick_step[lo:hi]), K.Workspace(**ws), plan.runaway)
+        return (plan.packed.network, plan.neurons, model, plan.tables,
+                K.Drive(plan.kick_idx[lo:hi], plan.kick_step[lo:hi]), K.Workspace(**ws), plan.runaway)
+
+    def _kernel(self, plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
+        out = K.run_trial(*self._args(plan, ws, lo, hi, n_steps))
         # the buffers that grew stay with the workspace
         ws["sp_idx"], ws["sp_step"], ws["e_nrn"], ws["e_step"], ws["e_next"] = out[0], out[1], out[10], out[11], out[12]
         return out[:10]
