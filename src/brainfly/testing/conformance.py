@@ -303,7 +303,7 @@ def test_reference_poisson_replay(engine: Any, reference: Any, seed: int, tmp_pa
                      t_run=0.05, n_trials=2, seed=seed)
     sim = prepare(net, exp)
     path = sim.kicks(range(2)).write(tmp_path / "replay.parquet", f)
-    exp_s = exp.with_(input_schedule=str(path))
+    exp_s = exp.with_(stimuli=(), input_schedule=str(path))
     ref = reference.run(net, exp_s)
     _assert_reference_spiked(ref, (), "poisson replay")
     assert np.isin(np.arange(8, 60), ref.idx).any(), "poisson replay: no spike beyond the driven neurons"
@@ -326,7 +326,7 @@ def test_full_size_spike_identity(engine: Any, tmp_path: Path) -> None:
     exp = builtin_experiment("sugar").with_(n_trials=1, t_run=1.0, seed=7)
     sim = prepare(net, exp)
     path = sim.kicks([0]).write(tmp_path / "sugar.parquet", net.flywire_ids)
-    exp_s = exp.with_(input_schedule=str(path))
+    exp_s = exp.with_(stimuli=(), input_schedule=str(path))
     ref = ref_engine.run(net, exp_s)
     _assert_reference_spiked(ref, (), "full-size sugar")
     assert np.setdiff1d(ref.active_idx(), sim.activated_idx).size > 0, "full-size sugar: only GRNs spiked"
