@@ -1,8 +1,9 @@
-"""Numba kernels of the event-driven engine (imported lazily by :mod:`brainfly.engines.event`).
+"""Kernels of the event-driven engine (:mod:`brainfly.engines.event`): numba, and numpy
+for the packing of the connections.
 
 Units: volts, integer steps. One call of :func:`run_trial` simulates one trial from a
 per-thread workspace; it holds no Python objects and releases the GIL, so trials run in
-parallel threads. See :mod:`brainfly.engines.event` for the algorithm and its exactness.
+parallel threads. The algorithm and its exactness: ``docs/engines/event.md``.
 """
 
 from __future__ import annotations
