@@ -553,8 +553,8 @@ def test_run_many_validates_every_condition_first():
 
 
 def test_warm_up_compiles_the_kernel_a_run_uses():
-    """The warm-up's records have the numba types of a real run's (so that the run finds
-    the kernel compiled), and it may run in the background."""
+    """The warm-up's records have the numba types of a real run's, so that the run finds
+    the kernel compiled."""
     import numba
 
     from brainfly.engines import _event_kernels as K
@@ -568,7 +568,7 @@ def test_warm_up_compiles_the_kernel_a_run_uses():
     real = eng._args(plan, eng._ready(K.new_workspace(net.n_neurons, 1024), [plan]), 0, 5, plan.model.n_steps)
     warm = eng._warm_up_args()
     assert [numba.typeof(a) for a in warm] == [numba.typeof(a) for a in real]
-    thread = eng.warm_up(background=True)
-    thread.join(timeout=600)
-    assert not thread.is_alive() and K.run_trial.overloads
-    assert eng.run(net, exp).n_spikes > 0
+    assert eng.warm_up() in (True, False) and K.run_trial.overloads
+    assert eng.warm_up() is False  # in memory now
+    res = eng.run(net, exp)
+    assert res.n_spikes > 0 and res.meta["compiled"] is False and res.meta["timings"]["build_s"] == 0.0

@@ -356,6 +356,15 @@ def _load_disk(key: str, connectome: Any) -> PackedNetwork | None:
 
 
 # ---------------------------------------------------------------------- the engine
+def _kernel_cached() -> bool:
+    """Whether numba's on-disk cache has an entry for the trial kernel (a guess: an entry
+    of an older source is recompiled all the same)."""
+    try:
+        return any(Path(K.run_trial.stats.cache_path).glob("*.run_trial-*.nbi"))
+    except (OSError, TypeError, AttributeError):
+        return True  # unknown: say nothing
+
+
 @dataclass
 class _Plan:
     """One condition made ready for the kernel: its records and its trials' kicks."""
@@ -508,35 +517,37 @@ class EventEngine(Engine):
         return ws
 
     # ------------------------------------------------------------------ run
-    def warm_up(self, background: bool = False) -> threading.Thread | None:
-        """Compile the trial kernel now (or load it from numba's on-disk cache).
+    def warm_up(self) -> bool:
+        """Compile the trial kernel now, or load it from numba's on-disk cache.
 
-        The first run in a fresh environment compiles it (seconds); later processes load it
-        (~0.1 s). Called with *background*, it does so in a daemon thread, so that the work
-        overlaps what the caller does next (loading or generating the connectome): a run
-        that needs the kernel before then waits for it. Compiles the 4-byte record variant,
-        the one every network of up to ~2**31 / 2**code_bits neurons uses (the full brain
-        included); 8-byte records compile when first used.
+        The first use in an environment compiles it (several seconds, said once in an INFO
+        log line); later processes load it (~0.1 s, plus numba's own set-up of ~0.3 s).
+        A run does this itself when it needs to; a caller may do it first, to tell the
+        user what happens. Compiles the 4-byte record variant, the one every network
+        whose targets and weight codes fit in 32 bits uses (the full brain included);
+        8-byte records compile when first used. (Compiling in a background thread while
+        the connectome loads gains nothing: numba's compiler holds the GIL most of the
+        time, measured on two cores.)
 
         Returns
         -------
-        threading.Thread or None
-            The thread (with *background*), else None.
+        bool
+            True when the kernel was compiled (not loaded from the cache, nor already in
+            memory).
         """
-        if background:
-            thread = threading.Thread(target=self._warm_up, name="brainfly-event-warm-up", daemon=True)
-            thread.start()
-            return thread
-        self._warm_up()
-        return None
-
-    def _warm_up(self) -> None:
         if K.run_trial.overloads:
-            return
-        try:
-            K.run_trial(*self._warm_up_args())
-        except Exception as exc:  # noqa: BLE001 - a failed warm-up only means the first run compiles
-            log.debug("event engine: warm-up failed (%s: %s); the first run compiles", type(exc).__name__, exc)
+            return False
+        return self._build(self._warm_up_args())
+
+    @staticmethod
+    def _build(args: tuple) -> bool:
+        """Call the kernel on an empty trial (*args*); True when numba compiled it."""
+        misses = sum(K.run_trial.stats.cache_misses.values())
+        if not _kernel_cached():
+            log.info("event engine: compiling its numba kernels (the first use in this environment: "
+                     "several seconds; later runs load them from numba's cache)")
+        K.run_trial(*args)
+        return sum(K.run_trial.stats.cache_misses.values()) > misses
 
     def _warm_up_args(self) -> tuple:
         """The kernel's arguments for an empty trial on a two-neuron network: of the types
@@ -616,10 +627,11 @@ class EventEngine(Engine):
         # on an empty trial so that build_s and sim_s are told apart
         t_build0 = time.perf_counter()
         build_s = 0.0
-        if K.run_trial.overloads == {}:
+        compiled = False
+        if not K.run_trial.overloads:
             ws = take_ws()
             try:
-                self._kernel(plans[0], ws, 0, 0, 0)
+                compiled = self._build(self._args(plans[0], ws, 0, 0, 0))
             finally:
                 with pool_lock:
                     pool.append(ws)
@@ -672,6 +684,7 @@ class EventEngine(Engine):
             share = sum(o[-1] for o in mine) / kernel_total if len(plans) > 1 else 1.0
             sim_s = wall * share
             details = self._details(plan, mine, n_threads)
+            details["compiled"] = compiled and i == 0
             if len(plans) > 1:
                 details["batch"] = {"n_conditions": len(plans), "index": i, "sim_s": wall, "n_threads": n_threads}
             trial, idx, step = self._spikes(plan, mine)
