@@ -385,11 +385,11 @@ class TorchEngine(Engine):
         rows = [Row(c, t) for c, tl in enumerate(trial_lists) for t in tl]
         if cfg.device != "cpu":  # streams and graphs on the asked-for GPU, not the current one
             with torch.cuda.device(torch.device(cfg.device)):
-                return self._simulate_rows(torch, sims, trial_lists, rows, progress, t_start)
-        return self._simulate_rows(torch, sims, trial_lists, rows, progress, t_start)
+                return self._simulate_rows(torch, sims, rows, progress, t_start)
+        return self._simulate_rows(torch, sims, rows, progress, t_start)
 
-    def _simulate_rows(self, torch: Any, sims: list[SimulationInput], trial_lists: list[list[int]],
-                       rows: list[Row], progress: ProgressCallback | None, t_start: float) -> list[EngineOutput]:
+    def _simulate_rows(self, torch: Any, sims: list[SimulationInput], rows: list[Row],
+                       progress: ProgressCallback | None, t_start: float) -> list[EngineOutput]:
         t0 = time.perf_counter()
         net, reused = self._network(sims[0])
         info: dict[str, Any] = {"network_reused": reused, "network_s": time.perf_counter() - t0}
