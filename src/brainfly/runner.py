@@ -307,19 +307,19 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     todo = [c for c in chunks if not set(c) <= finished]
     if done:
         log.info("resuming: %d of %d trial(s) already done in %s", len(finished), exp.n_trials, parts.folder)
-    elif parts is not None and todo:
-        parts.start()
+    elif parts is not None and len(todo) > 1:
+        parts.start()  # a run of one chunk keeps nothing to resume from
 
     timings: dict[str, float] = {}
     bar = _Progress(progress, f"{eng.name} {exp.name}", exp.n_trials, len(finished)) if progress else None
     try:
-        for chunk in todo:
+        for n, chunk in enumerate(todo, 1):
             base = bar.done if bar is not None else 0
             part = eng.run_prepared(sim, chunk, bar.chunk(base) if bar is not None else None)
             for key, value in (part.meta.get("timings") or {}).items():
                 timings[key] = timings.get(key, 0.0) + float(value)
-            if parts is not None:
-                parts.write(part)
+            if parts is not None and n < len(todo):
+                parts.write(part)  # the last chunk goes straight into the output file
             done.append(part)
             if bar is not None:
                 bar.update(base + len(chunk))
