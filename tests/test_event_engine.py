@@ -539,6 +539,7 @@ def test_run_many_equals_each_condition_alone(n_threads):
         assert got.meta["n_events"] == alone.meta["n_events"] and got.meta["input"] == alone.meta["input"]
         assert got.meta["batch"]["n_conditions"] == 4
     assert sum(r.meta["timings"]["sim_s"] for r in many) == pytest.approx(many[0].meta["batch"]["sim_s"])
+    assert eng.run_many(net, []) == []
 
 
 def test_run_many_validates_every_condition_first():

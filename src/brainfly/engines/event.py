@@ -598,6 +598,8 @@ class EventEngine(Engine):
 
     def _simulate_many(self, sims: Sequence[SimulationInput], trial_lists: Sequence[list[int]],
                        progress: ProgressCallback | None) -> list[EngineOutput]:
+        if not sims:
+            return []
         t0 = time.perf_counter()
         plans = [self._plan(sim, trials) for sim, trials in zip(sims, trial_lists)]
         n = sims[0].n_neurons
