@@ -377,17 +377,22 @@ def test_result_meta_has_the_common_layout_and_the_engine_details():
 
 
 # ---------------------------------------------------------------------- caches that cannot lie
-def test_changed_weights_give_the_new_networks_spikes(tmp_path):
+@pytest.mark.parametrize("disk", [False, True])
+def test_changed_weights_give_the_new_networks_spikes(tmp_path, monkeypatch, disk):
     """A network, then the same network with other weights (a new Connectome), then the
-    first again: each run gives its own network's spikes (the per-step oracle's)."""
+    first again: each run gives its own network's spikes (the per-step oracle's), from the
+    memory cache, and from the disk cache in a process that starts afresh."""
+    event = _fresh_caches(monkeypatch, tmp_path, min_connections=0 if disk else 10 ** 9)
     net, sched, _ = _random_case(8)
     rng = np.random.default_rng(0)
     net2 = net.with_weights(net.weight * rng.choice([0.0, 0.5, 2.0], net.n_connections))
     assert net2.content_digest != net.content_digest
     first, ref1 = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
     second, ref2 = _run_both(net2, sched, tmp_path, t_run=0.05, n_trials=2)
+    event._MEMORY.clear()  # as a new process: from disk (or packed again)
     again, _ = _run_both(net, sched, tmp_path, t_run=0.05, n_trials=2)
     assert ref1.n_spikes > 20 and spike_set(ref1) != spike_set(ref2)
+    assert len(list((tmp_path / "cache" / "event").glob("*/meta.json"))) == (2 if disk else 0)
     assert_same_spikes(first, ref1, "first network")
     assert_same_spikes(second, ref2, "changed weights")
     assert spike_set(again) == spike_set(first)
