@@ -80,7 +80,9 @@ def _write_columns(cols: dict[str, np.ndarray], path: str | Path, nan_as_null: b
         return atomic_write(path, lambda tmp: pcsv.write_csv(table, tmp))
     import pyarrow.parquet as pq
 
-    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    repeated = [c for c in ("trial", "flywire_id", "name", "cell_type", "class") if c in cols]
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, use_dictionary=repeated,
+                                                         write_statistics=[c for c in ("trial",) if c in cols]))
 
 
 def _specs_text(specs: list[Any], label: str = "", most: int = 3) -> str:
