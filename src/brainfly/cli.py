@@ -353,6 +353,8 @@ def _configure_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(?!brainfly)")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         logging.getLogger("brian2").setLevel(logging.ERROR)
+        # what a first run does that takes time (compiling the event kernels once) is said
+        logging.getLogger("brainfly.engines.event").setLevel(logging.INFO)
         logging.getLogger("numba").setLevel(logging.WARNING)
 
 

@@ -8,8 +8,10 @@ the environment variable ``BRAINFLY_CACHE_DIR``)::
     csr/<key>/            flywire_ids.npy (int64), indptr.npy (int64), post_idx.npy (int32),
                           weight.npy (float64), meta.json; key from the source files' SHA-256
     annotations/<key>.parquet   merged annotation tables, key from their files' SHA-256
+    event/<key>/          the event engine's packed connections (brainfly.engines.event), key from
+                          the connectome's content digest and the engine's layout version
 
-Every file is written atomically (:func:`brainfly.results.atomic_write`), so a crash never
+Every file is written atomically (:func:`brainfly._io.atomic_write`), so a crash never
 leaves a truncated cache entry; a cache entry that cannot be read is ignored and rebuilt.
 """
 
