@@ -323,13 +323,13 @@ class TorchEngine(Engine):
         Returns
         -------
         list of SpikeResult
-            One per experiment, in order; each records the whole batch's timings
+            One per experiment, in order (none for none); each records the whole batch's timings
             (``meta['conditions_in_batch_run']`` says how many conditions shared them).
 
         Raises
         ------
         ValidationError
-            If the experiments differ in ``t_run`` or ``params``, or the list is empty.
+            If the experiments differ in ``t_run`` or ``params``.
         UnsupportedFeature
             If one of them needs something this configuration cannot do.
 
@@ -342,8 +342,8 @@ class TorchEngine(Engine):
             results = get_engine("torch", device="cuda", batch_size=len(screen)).run_many(net, screen)
         """
         experiments = list(experiments)
-        if not experiments:
-            raise ValidationError("TorchEngine.run_many: experiments is empty; give at least one Experiment")
+        if not experiments:  # as the base class (and every engine) does: no conditions, no results
+            return []
         first = experiments[0]
         for k, e in enumerate(experiments):
             if not isinstance(e, Experiment):
