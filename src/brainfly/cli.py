@@ -183,9 +183,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data = args.data or os.environ.get("BRAINFLY_DATA") or best_available_dataset()
     if data == "synthetic":
-        print("brainfly demo: the sugar experiment (21 sugar GRNs at 200 Hz) on the full-size SYNTHETIC brain;\n"
-              "the first run generates that brain once (about a minute) and compiles the engine's kernels once.",
-              file=sys.stderr)
+        # generating the brain and compiling the kernels, when they happen, say so themselves
+        print(f"brainfly demo: the sugar experiment (21 sugar GRNs at 200 Hz, {args.n_trials} trials x 1 s) "
+              "on the full-size SYNTHETIC brain", file=sys.stderr)
     net = load_connectome(data, progress=True)
     experiment = builtin_experiment("sugar").with_(n_trials=args.n_trials)
     result = run(experiment, data=net, engine=args.engine, out=args.out, overwrite=True, progress=True)
