@@ -433,24 +433,32 @@ class Engine(ABC):
                  progress: ProgressCallback | None = None) -> list[SpikeResult]:
         """Run several conditions (experiments) on one connectome, all trials of each.
 
-        The base class runs them one after another; engines with the ``batch`` capability
-        run them together (threads, one GPU batch). Every condition is validated before
-        any runs. *progress* counts trials over all conditions.
+        Every condition is validated before any runs (:meth:`prepare`); then
+        :meth:`simulate_many` runs them. *progress* counts trials over all conditions.
         """
         sims = [self.prepare(connectome, e) for e in experiments]
-        total = sum(e.n_trials for e in experiments)
-        done = 0
-        results = []
-        for sim in sims:
-            trials = list(range(sim.n_trials))
+        trial_lists = [list(range(sim.n_trials)) for sim in sims]
+        outs = self.simulate_many(sims, trial_lists, progress)
+        return [self.result(sim, trials, out) for sim, trials, out in zip(sims, trial_lists, outs)]
 
+    def simulate_many(self, sims: Sequence[SimulationInput], trial_lists: Sequence[list[int]],
+                      progress: ProgressCallback | None = None) -> list[EngineOutput]:
+        """Simulate several prepared conditions; the base class runs them one after another.
+
+        Engines with the ``batch`` capability override this to run them together (the
+        event engine spreads all their trials over its threads, torch makes one batch).
+        """
+        total = sum(len(t) for t in trial_lists)
+        outs: list[EngineOutput] = []
+        done = 0
+        for sim, trials in zip(sims, trial_lists):
             def sub(k: int, n: int, base: int = done) -> None:
                 if progress is not None:
                     progress(base + k, total)
 
-            results.append(self.result(sim, trials, self.simulate(sim, trials, sub)))
-            done += sim.n_trials
-        return results
+            outs.append(self.simulate(sim, trials, sub))
+            done += len(trials)
+        return outs
 
     def result(self, sim: SimulationInput, trials: list[int], out: EngineOutput) -> SpikeResult:
         """The :class:`~brainfly.results.SpikeResult` of one simulation, ``meta`` in the common layout."""

@@ -39,7 +39,6 @@ from ..connectome.cache import cache_dir
 from ..connectome.network import Connectome
 from ..errors import ValidationError
 from ..experiment import Experiment, StimulusSet
-from ..results import SpikeResult
 from ..schedule import InputSchedule
 from . import _event_kernels as K
 from .base import (Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, prepare,
@@ -562,26 +561,7 @@ class EventEngine(Engine):
     def simulate(self, sim: SimulationInput, trials: list[int],
                  progress: ProgressCallback | None = None) -> EngineOutput:
         """Run the given trials of *sim* (see ``docs/engines/event.md``)."""
-        return self._simulate_many([sim], [[int(k) for k in trials]], progress)[0]
-
-    def run_many(self, connectome: Any, experiments: Sequence[Experiment], *,
-                 progress: ProgressCallback | None = None) -> list[SpikeResult]:
-        """Run several conditions on one connectome together: the trials of all of them are
-        spread over one pool of threads, and conditions with the same silencing share one
-        packed network. Every condition is validated before any runs; the spikes of each
-        are those it gives alone. *progress* counts trials over all conditions.
-
-        Each result's ``timings["sim_s"]`` is its share of the batch's simulation wall time
-        (in proportion to its trials' kernel time); ``meta["batch"]`` gives the batch's
-        size and wall time.
-        """
-        self.check_available()
-        sims = [prepare(connectome, e) for e in experiments]
-        for sim in sims:
-            self.validate(sim)
-        trials = [list(range(sim.n_trials)) for sim in sims]
-        outs = self._simulate_many(sims, trials, progress)
-        return [self.result(sim, tr, out) for sim, tr, out in zip(sims, trials, outs)]
+        return self.simulate_many([sim], [[int(k) for k in trials]], progress)[0]
 
     @staticmethod
     def _args(plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
@@ -596,8 +576,16 @@ class EventEngine(Engine):
         ws["sp_idx"], ws["sp_step"], ws["e_nrn"], ws["e_step"], ws["e_next"] = out[0], out[1], out[10], out[11], out[12]
         return out[:10]
 
-    def _simulate_many(self, sims: Sequence[SimulationInput], trial_lists: Sequence[list[int]],
-                       progress: ProgressCallback | None) -> list[EngineOutput]:
+    def simulate_many(self, sims: Sequence[SimulationInput], trial_lists: Sequence[list[int]],
+                      progress: ProgressCallback | None = None) -> list[EngineOutput]:
+        """Run several conditions together: the trials of all of them are spread over one
+        pool of threads, and conditions with the same silencing share one packed network;
+        the spikes of each are those it gives alone.
+
+        Each output's ``sim_s`` is its share of the batch's simulation wall time (in
+        proportion to its trials' kernel time); ``details["batch"]`` gives the batch's size
+        and wall time.
+        """
         if not sims:
             return []
         t0 = time.perf_counter()

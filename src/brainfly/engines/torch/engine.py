@@ -32,8 +32,7 @@ import numpy as np
 from ...errors import UnsupportedFeature, ValidationError
 from ...experiment import Experiment
 from ...results import SpikeResult
-from ..base import (Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, prepare,
-                    register_engine)
+from ..base import Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, register_engine
 from .network import DeviceNetwork, NetworkKey
 from .runner import BatchRunner, LearnedCapacities, Row, RunConfig
 
@@ -303,7 +302,7 @@ class TorchEngine(Engine):
                  progress: ProgressCallback | None = None) -> EngineOutput:
         """Run the given trials of one prepared experiment (see :meth:`Engine.run`)."""
         self.check_available()
-        return self._simulate_many([sim], [list(trials)], progress)[0]
+        return self.simulate_many([sim], [list(trials)], progress)[0]
 
     def run_many(self, connectome: Any, experiments: Sequence[Experiment], *,
                  progress: ProgressCallback | None = None) -> list[SpikeResult]:
@@ -355,13 +354,7 @@ class TorchEngine(Engine):
                     f"different from experiments[0] ({first.name!r}, t_run={first.t_run} s); one batch shares "
                     "t_run and params: run the others in another call"
                 )
-        self.check_available()
-        sims = [prepare(connectome, e) for e in experiments]
-        for s in sims:
-            self.validate(s)
-        trial_lists = [list(range(e.n_trials)) for e in experiments]
-        outs = self._simulate_many(sims, trial_lists, progress)
-        return [self.result(s, t, o) for s, t, o in zip(sims, trial_lists, outs)]
+        return super().run_many(connectome, experiments, progress=progress)
 
     # ------------------------------------------------------------------ driver
     def _network(self, sim: SimulationInput) -> tuple[DeviceNetwork, bool]:
@@ -374,8 +367,9 @@ class TorchEngine(Engine):
         self._net = DeviceNetwork(sim, cfg.device, cfg.dtype)
         return self._net, False
 
-    def _simulate_many(self, sims: list[SimulationInput], trial_lists: list[list[int]],
-                       progress: ProgressCallback | None) -> list[EngineOutput]:
+    def simulate_many(self, sims: Sequence[SimulationInput], trial_lists: Sequence[list[int]],
+                      progress: ProgressCallback | None = None) -> list[EngineOutput]:
+        """Run the conditions as one batch (rows = condition x trial) on the device."""
         import torch
 
         cfg = self.config
