@@ -15,6 +15,7 @@ the result carries them, else the FlyWire v783 tables shipped with brainfly.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 import json
 import math
@@ -725,6 +726,10 @@ def merge_results(parts: list[SpikeResult]) -> SpikeResult:
     if not parts:
         raise ValueError("merge_results: nothing to merge")
     first = parts[0]
+    if len(parts) == 1:  # nothing to concatenate: the same (sorted) arrays, a meta of its own
+        merged = copy.copy(first)
+        merged.meta = dict(first.meta)
+        return merged
     trials = sorted({k for p in parts for k in p.trials})
     meta = dict(first.meta)
     digests = {k: v for p in parts for k, v in (p.meta.get("input_digests") or {}).items()}

@@ -64,7 +64,7 @@ class Connectome:
     annotations: Any = None
     meta: dict[str, Any] = field(default_factory=dict, repr=False)
     digest: str | None = field(default=None, repr=False)
-    _id_to_idx: dict[int, int] | None = field(default=None, repr=False)
+    _id_to_idx: np.ndarray | None = field(default=None, repr=False)  # argsort of flywire_ids
 
     _ARRAYS = ("flywire_ids", "indptr", "post_idx", "weight")
 
@@ -143,6 +143,22 @@ class Connectome:
         return np.repeat(np.arange(self.n_neurons, dtype=np.int32), counts)
 
     # ---------------------------------------------------------------- lookup
+    def _id_order(self) -> np.ndarray:
+        """Model indices that sort the FlyWire IDs (computed once; ~10 ms for the whole brain)."""
+        if self._id_to_idx is None:
+            self.__dict__["_id_to_idx"] = np.argsort(self.flywire_ids, kind="stable")
+        return self._id_to_idx  # type: ignore[return-value]
+
+    def find(self, flywire_ids: Any) -> np.ndarray:
+        """Model indices (int64) of the given FlyWire IDs, -1 where an ID is not a neuron here."""
+        ids = np.atleast_1d(np.asarray(flywire_ids, dtype=np.int64))
+        order = self._id_order()
+        if not order.size:
+            return np.full(ids.shape[0], -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.flywire_ids, ids, sorter=order), order.size - 1)
+        idx = order[pos].astype(np.int64)
+        return np.where(self.flywire_ids[idx] == ids, idx, -1)
+
     def idx_of(self, flywire_ids: Any) -> np.ndarray:
         """Model indices (int64) of the given FlyWire IDs.
 
@@ -151,26 +167,21 @@ class Connectome:
         UnknownNeuronError
             If an ID is not in this connectome.
         """
-        if self._id_to_idx is None:
-            self._id_to_idx = {int(f): i for i, f in enumerate(self.flywire_ids.tolist())}
-        ids = np.atleast_1d(np.asarray(flywire_ids, dtype=np.int64))
-        out = np.empty(ids.shape[0], dtype=np.int64)
-        for k, fid in enumerate(ids.tolist()):
-            try:
-                out[k] = self._id_to_idx[fid]
-            except KeyError:
-                raise UnknownNeuronError(
-                    f"FlyWire ID {fid} is not a neuron of connectome {self.label}"
-                ) from None
-        return out
+        idx = self.find(flywire_ids)
+        missing = np.flatnonzero(idx < 0)
+        if missing.size:
+            fid = int(np.atleast_1d(np.asarray(flywire_ids, dtype=np.int64))[missing[0]])
+            raise UnknownNeuronError(f"FlyWire ID {fid} is not a neuron of connectome {self.label}")
+        return idx
 
     def __contains__(self, flywire_id: object) -> bool:
-        if self._id_to_idx is None:
-            self.idx_of(np.empty(0, dtype=np.int64))
         try:
-            return int(flywire_id) in self._id_to_idx  # type: ignore[operator,arg-type]
-        except (TypeError, ValueError):
+            fid = int(flywire_id)  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError):
             return False
+        if not -(2 ** 63) <= fid < 2 ** 63:
+            return False
+        return bool(self.find([fid])[0] >= 0)
 
     def validate_arrays(self) -> None:
         """Check CSR structure (used by loaders and the generator; raises DataError)."""

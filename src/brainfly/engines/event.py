@@ -130,6 +130,10 @@ _MEMORY: "OrderedDict[str, PackedNetwork]" = OrderedDict()
 _PACK_LOCK = threading.Lock()
 
 
+#: Length of the a^k, b^k tables (see :meth:`EventEngine._tables`).
+_POW_TABLE_STEPS = 1 << 16
+
+
 def _readonly(arr: np.ndarray) -> np.ndarray:
     """A read-only view (base ndarray class) of *arr*: the one array type the kernel gets."""
     out = np.asarray(arr).view(np.ndarray)
@@ -431,7 +435,9 @@ class EventEngine(Engine):
         hit = self._table_cache.get(key)
         if hit is not None:
             return hit
-        ks = np.arange(n_steps + 2, dtype=np.float64)
+        # a^k, b^k tabulated up to 2**16 steps (6.5 s; the main loop needs k <= rebase only): beyond,
+        # a^k < 1e-140 and the kernel's _pow computes exp(k ln a), no crossing can lie there
+        ks = np.arange(min(n_steps + 2, max(rebase + 2, _POW_TABLE_STEPS)), dtype=np.float64)
         kinv = -np.arange(rebase + 1, dtype=np.float64)
         htab, h_per_rho = K.peak_table(a, b)
         tables = K.Tables(_readonly(np.power(a, ks)), _readonly(np.power(b, ks)), _readonly(np.power(a, kinv)),
