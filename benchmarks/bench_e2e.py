@@ -43,6 +43,7 @@ from typing import Any
 
 from brainfly.bench.hardware import hardware_info, hardware_summary
 from brainfly.results import SpikeResult
+from brainfly.store import update_fields
 
 __all__ = ["main"]
 
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--brian2-trials", type=int, default=30, help="trials of Brian2's sugar command (default 30)")
     ap.add_argument("--long-t-run", type=float, default=101.0, help="the long single trial, seconds (default 101)")
     ap.add_argument("--out", default=None, help="write the record as JSON here")
+    ap.add_argument("--csv", default=None,
+                    help="also set the e2e_s column of the event rows (sugar 30x1s, 1x1s, 1xT) in this bench CSV "
+                         "(e.g. data/benchmark-results.csv)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="brainfly-e2e-"))
@@ -148,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "rows": rows,
     }
+    if args.csv:
+        for (n_run, t_run), case in ((30, 1.0), "sugar 30x1s event"), ((1, 1.0), "sugar 1x1s event"), \
+                ((1, args.long_t_run), f"sugar 1x{args.long_t_run:g}s event"):
+            update_fields(args.csv, {"engine": "event", "experiment": "sugar", "n_run": n_run, "t_run": t_run},
+                          {"e2e_s": by[case]["wall_median_s"]})
+        print(f"e2e_s of the event rows set in {args.csv}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

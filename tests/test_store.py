@@ -91,3 +91,20 @@ def test_upsert_replaces_same_key_and_keeps_others(tmp_path):
     upsert_row(path, {**base, "n_run": 16, "note": "kept"})
     _, columns = read_rows(path)
     assert columns[-1] == "note" and read_csv(path)[-1]["note"] == "kept"
+
+
+def test_update_fields_sets_end_to_end_beside_the_kernel_time(tmp_path):
+    from brainfly.store import read_rows, update_fields, upsert_row
+
+    csv_path = tmp_path / "b.csv"
+    upsert_row(csv_path, {"engine": "event", "experiment": "sugar", "t_run": 1.0, "n_run": 30, "status": "ok",
+                          "sim_s": 0.15, "n_spikes": 500000})
+    assert update_fields(csv_path, {"engine": "event", "experiment": "sugar", "t_run": 1, "n_run": 30},
+                         {"e2e_s": 1.4}) is True
+    assert update_fields(csv_path, {"engine": "event", "experiment": "sugar", "t_run": 101, "n_run": 1},
+                         {"e2e_s": 2.5}) is False
+    rows, columns = read_rows(csv_path)
+    assert columns.index("e2e_s") == columns.index("total_s") + 1
+    by = {(r["n_run"], r["t_run"]): r for r in rows}
+    assert by[("30", "1")]["e2e_s"] == "1.4" and by[("30", "1")]["sim_s"] == "0.15"
+    assert by[("1", "101")]["e2e_s"] == "2.5" and by[("1", "101")]["status"] == "ok"

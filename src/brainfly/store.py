@@ -39,6 +39,7 @@ __all__ = [
     "row_key",
     "read_rows",
     "upsert_row",
+    "update_fields",
     "read_results",
 ]
 
@@ -58,7 +59,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     "setup_s",          # engine setup: network construction, preparing inputs
     "build_s",          # code generation and compilation
     "sim_s",            # simulation proper (the always-on cost)
-    "total_s",          # wall time around engine.run in the worker
+    "total_s",          # wall time of brainfly.run in the worker (connectome already loaded; set-up,
+                        # compilation or its cache, simulation, writing the files)
+    "e2e_s",            # end to end: the same run as a command in a fresh process, what a user waits for
+                        # (benchmarks/bench_e2e.py --csv; empty where not measured)
     "realtime_ratio",   # t_run * n_run / sim_s  (> 1: faster than real time)
     "n_spikes",         # spikes in all trials
     "active_neurons",   # neurons that spiked in any trial
@@ -89,7 +93,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 #: Numeric columns that :func:`read_results` parses.
-_NUMERIC = ("t_run", "n_run", "setup_s", "build_s", "sim_s", "total_s", "realtime_ratio", "n_spikes",
+_NUMERIC = ("t_run", "n_run", "setup_s", "build_s", "sim_s", "total_s", "e2e_s", "realtime_ratio", "n_spikes",
             "active_neurons", "peak_rss_mb", "peak_gpu_mb", "wall_s")
 
 
@@ -267,6 +271,26 @@ def upsert_row(csv_path: str | Path, row: dict[str, Any]) -> bool:
     text = buf.getvalue()
     atomic_write(csv_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return True
+
+
+def update_fields(csv_path: str | Path, key: dict[str, Any], fields: dict[str, Any]) -> bool:
+    """Set some fields of the row with *key*'s (engine, experiment, n_run, t_run); atomic.
+
+    A row that is not there yet is added with ``status`` ok and only these fields.
+
+    Returns
+    -------
+    bool
+        Whether the row existed before.
+    """
+    csv_path = Path(csv_path)
+    rows, _ = read_rows(csv_path)
+    wanted = row_key(key)
+    old = next((r for r in rows if row_key(r) == wanted), None)
+    row: dict[str, Any] = dict(old) if old is not None else {"status": "ok", **key}
+    row.update(fields)
+    upsert_row(csv_path, row)
+    return old is not None
 
 
 def read_results(csv_path: str | Path) -> Any:
