@@ -83,8 +83,11 @@ def _engine_options(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValidationError(f"--engine-option {pair!r}: expected KEY=VALUE")
+            raise ValidationError(f"--engine-option {pair!r}: expected KEY=VALUE, e.g. n_threads=2")
         key, value = pair.split("=", 1)
+        if not key.strip():
+            raise ValidationError(f"--engine-option {pair!r}: no option name before '='; expected KEY=VALUE, "
+                                  "e.g. n_threads=2")
         parsed: Any = value
         for cast in (int, float):
             try:
@@ -284,13 +287,24 @@ def _lazy_command(module: str, func: str) -> Callable[[argparse.Namespace], int]
     return call
 
 
+class UsageError(ValidationError):
+    """A command line that argparse cannot parse (unknown option, a value of the wrong type)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``error:`` line (exit status 2), not usage text."""
+
+    def error(self, message: str) -> Any:  # argparse's own prints the usage and exits
+        raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser of the ``brainfly`` command.
 
     The arguments of ``bench`` and ``compare`` are declared by their modules, imported
     only when *argv* names that command (or when it is None).
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="brainfly",
         description="Whole-brain LIF simulation of the adult fruit fly (FlyWire connectome, Shiu et al. 2024).",
     )
@@ -362,7 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``brainfly`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

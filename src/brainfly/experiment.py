@@ -31,6 +31,8 @@ __all__ = [
     "load_experiment",
     "SILENCE_MODES",
     "describe_experiment",
+    "MAX_TRIALS",
+    "MAX_STEPS",
 ]
 
 #: ``outgoing``: zero the silenced neurons' outgoing synapses (the paper's code, default);
@@ -38,6 +40,11 @@ __all__ = [
 SILENCE_MODES = ("outgoing", "both")
 
 NeuronSpec = int | str
+
+#: Most trials in one experiment (trial numbers are int32; a run keeps a list of its trials).
+MAX_TRIALS = 1_000_000
+#: Most steps in one trial (steps are counted in int32 by the engines).
+MAX_STEPS = 2 ** 31 - 1024
 
 
 def _as_specs(values: Iterable[NeuronSpec] | NeuronSpec, owner: str) -> tuple[NeuronSpec, ...]:
@@ -81,7 +88,9 @@ class StimulusSet:
         if not self.neurons:
             raise ValidationError("StimulusSet.neurons: needs at least one neuron (got none)")
         r = self.rate_hz
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)):
+            raise ValidationError(f"StimulusSet.rate_hz: must be a number of Hz (got {r!r}, a {type(r).__name__})")
+        if not math.isfinite(r) or r < 0:
             raise ValidationError(f"StimulusSet.rate_hz: must be a finite rate >= 0 Hz (got {r!r})")
         object.__setattr__(self, "rate_hz", float(r))
 
@@ -172,6 +181,10 @@ class Experiment:
             raise ValidationError(f"Experiment.t_run: must be > 0 s (got {t!r})")
         object.__setattr__(self, "t_run", float(t))
         n_steps_f = self.t_run / self.params.dt_s
+        if not n_steps_f <= MAX_STEPS:
+            raise ValidationError(
+                f"Experiment.t_run: at most {MAX_STEPS * self.params.dt_s:g} s per trial ({MAX_STEPS:,} steps of "
+                f"dt={self.params.dt_ms} ms; got {self.t_run:g} s); run longer trials as several shorter ones")
         if abs(n_steps_f - round(n_steps_f)) > 1e-6 * max(1.0, n_steps_f):
             raise ValidationError(
                 f"Experiment.t_run: must be a whole number of steps of dt={self.params.dt_ms} ms "
@@ -180,6 +193,9 @@ class Experiment:
         n = self.n_trials
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValidationError(f"Experiment.n_trials: must be an integer >= 1 (got {n!r})")
+        if n > MAX_TRIALS:
+            raise ValidationError(f"Experiment.n_trials: at most {MAX_TRIALS:,} trials in one run (got {n:,}); "
+                                  "split the trials over several runs with different seeds")
         object.__setattr__(self, "n_trials", int(n))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValidationError(f"Experiment.seed: must be an integer >= 0 (got {self.seed!r})")
@@ -239,7 +255,26 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "experiment") -> "Experiment":
-        """Build from the plain-dict form (as written by :meth:`to_dict` or a TOML file)."""
+        """Build from the plain-dict form (as written by :meth:`to_dict` or a TOML file).
+
+        Raises
+        ------
+        ValidationError
+            For an unknown key, a value of the wrong type or an impossible value; the
+            message starts with *source* (e.g. the file's path) and names the field.
+        """
+        try:
+            return cls._from_dict(d, source)
+        except ValidationError as exc:
+            text = str(exc)
+            if text.startswith(source):
+                raise
+            raise ValidationError(f"{source}: {text}") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any], source: str) -> "Experiment":
+        if not isinstance(d, Mapping):
+            raise ValidationError(f"{source}: must be a table of experiment keys (got {type(d).__name__})")
         known = {"name", "stimuli", "stimulus", "silenced", "silence_mode", "t_run", "n_trials", "seed",
                  "params", "input_schedule"}
         unknown = set(d) - known
@@ -447,7 +482,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         except tomllib.TOMLDecodeError as exc:
             raise ValidationError(f"experiment file {p}: not valid TOML ({exc})") from None
         data.setdefault("name", p.stem)
-        if data.get("input_schedule"):
+        if data.get("input_schedule") and isinstance(data["input_schedule"], str):
             sched = Path(data["input_schedule"])
             if not sched.is_absolute():
                 data["input_schedule"] = str(p.parent / sched)

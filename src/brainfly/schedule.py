@@ -164,13 +164,30 @@ class InputSchedule:
                 f"input schedule {path}: missing column(s) {sorted(missing)}; "
                 "expected columns trial (int), flywire_id (int64), step (int)"
             )
+        if len(frame) == 0:
+            raise DataError(f"input schedule {path}: holds no kicks (only a header); nothing would drive the network")
         for col in ("trial", "flywire_id", "step"):
-            if not np.issubdtype(frame[col].dtype, np.integer):
-                raise DataError(f"input schedule {path}: column {col!r} must be integer (got {frame[col].dtype})")
+            column = frame[col]
+            if column.isna().any():
+                row = int(np.flatnonzero(column.isna().to_numpy())[0])
+                raise DataError(f"input schedule {path}: column {col!r} is empty in row {row + 1}; every kick needs "
+                                "trial, flywire_id and step")
+            if not pd.api.types.is_integer_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+                raise DataError(f"input schedule {path}: column {col!r} must hold whole numbers (got {column.dtype}"
+                                f", e.g. {column.iloc[0]!r})")
+            if column.dtype.kind == "u" and len(column) and int(column.max()) > np.iinfo(np.int64).max:
+                raise DataError(f"input schedule {path}: column {col!r} holds {int(column.max())}, beyond int64")
+        trial = frame["trial"].to_numpy(np.int64)
+        step = frame["step"].to_numpy(np.int64)
+        if trial.size and (trial.min() < 0 or trial.max() > np.iinfo(np.int32).max):
+            bad = trial.min() if trial.min() < 0 else trial.max()
+            raise DataError(f"input schedule {path}: trial {bad} is out of range; trials are numbered 0..n_trials-1")
+        if step.size and step.min() < 0:
+            raise DataError(f"input schedule {path}: step {step.min()} is negative; steps are numbered from 0")
         fids = frame["flywire_id"].to_numpy(np.int64)
         uniq, inverse = np.unique(fids, return_inverse=True)
         idx_uniq = resolve_neurons(connectome, uniq.tolist(), owner=f"input schedule {path}")
-        return cls(frame["trial"].to_numpy(), idx_uniq[inverse], frame["step"].to_numpy())
+        return cls(trial, idx_uniq[inverse], step)
 
 
 def trial_seed_sequence(seed: int, trial: int) -> np.random.SeedSequence:
