@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 from pathlib import Path
 import sys
@@ -46,6 +47,9 @@ def parse_stimulus(text: str) -> tuple[list[str], float]:
         rate_hz = float(rate.lower().removesuffix("hz"))
     except ValueError:
         raise ValidationError(f"--stimulate {text!r}: rate {rate!r} is not a number of Hz") from None
+    if not math.isfinite(rate_hz) or rate_hz < 0:
+        raise ValidationError(f"--stimulate {text!r}: rate_hz must be a finite number of Hz >= 0 (got {rate!r}), "
+                              "e.g. P9@100")
     return specs, rate_hz
 
 

@@ -279,7 +279,8 @@ class Experiment:
                  "params", "input_schedule"}
         unknown = set(d) - known
         if unknown:
-            raise ValidationError(f"{source}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(known)}")
+            raise ValidationError(f"{source}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(known)}."
+                                  f"{suggest(sorted(unknown)[0], known)}")
         if "stimuli" in d and "stimulus" in d:
             raise ValidationError(f"{source}: give [[stimuli]] or [[stimulus]], not both")
         raw_sets = d.get("stimuli", d.get("stimulus", []))
