@@ -1,6 +1,9 @@
 """SpikeResult: repr, paper-format parquet (pyarrow, dictionary exp_name), rates with names, summaries, plots."""
 
 import json
+import os
+from pathlib import Path
+import stat
 import subprocess
 import sys
 
@@ -11,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from brainfly._io import atomic_write
+from brainfly.connectome import Connectome
 from brainfly.connectome.lookup import PAPER_ALIASES, SUGAR_GRNS_783
 from brainfly.results import SpikeResult, merge_results
+from brainfly.schedule import InputSchedule
 
 MN9 = PAPER_ALIASES["MN9"][0]  # 720575940660219265
 LB3 = SUGAR_GRNS_783[0]  # 720575940624963786, a sugar GRN of Codex type LB3
@@ -159,6 +164,39 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_write_gives_the_umasks_permissions_and_leaves_no_temporary(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        for target in (tmp_path / "new.txt", tmp_path / "sub" / "r.parquet"):
+            atomic_write(target, lambda tmp: tmp.write_text("x"))
+            assert stat.S_IMODE(target.stat().st_mode) == mode  # not mkstemp's 0600
+        make().write_parquet(tmp_path / "spikes.parquet")
+        assert stat.S_IMODE((tmp_path / "spikes.parquet").stat().st_mode) == mode
+    finally:
+        os.umask(old)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+
+
+def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write(tmp_path / "f.txt", lambda tmp: tmp.write_text("new"))
+    assert events == [("fsync", "file"), ("rename", "f.txt"), ("fsync", "dir")]
+    assert (tmp_path / "f.txt").read_text() == "new"
+
+
 def test_merge():
     a, b = make(trials=(0,)), make(trials=(1,))
     a = SpikeResult(a.trial[a.trial == 0], a.idx[a.trial == 0], a.step[a.trial == 0], a.flywire_ids, [0], 10000, 1e-4, "x")
@@ -228,6 +266,44 @@ def test_write_rates_without_pandas_reads_back(tmp_path, n_trials):
     assert back.name.fillna("").tolist() == expect.name.tolist()
     assert np.allclose(back.mean_hz, expect.mean_hz) and back.sem_hz.isna().all() == (n_trials == 1)
     assert pd.read_parquet(r.write_rates(tmp_path / "rates.parquet")).n_spikes.tolist() == expect.n_spikes.tolist()
+
+
+def test_every_file_of_a_synthetic_result_says_so(tmp_path):
+    r = v783_result(first_spike_step={"trial": np.array([0, 0]), "idx": np.array([21, 23]),
+                                      "first_input_step": np.array([3, -1]), "first_spike_step": np.array([9, 40]),
+                                      "latency_steps": np.array([6, -1])})
+    rates = pd.read_csv(r.write_rates(tmp_path / "rates.csv"))
+    assert list(rates.columns)[-1] == "synthetic" and rates.synthetic.tolist() == [True] * len(rates)
+    front = r.write_propagation_front(tmp_path / "front.parquet")
+    header = json.loads(pq.read_schema(front).metadata[b"brainfly"])
+    assert header["synthetic"] is True and header["connectome"].startswith("synthetic-v1")
+    assert pd.read_csv(r.write_propagation_front(tmp_path / "front.csv")).synthetic.all()
+    assert json.loads(pq.read_schema(r.write_rates(tmp_path / "rates.parquet")).metadata[b"brainfly"])["synthetic"]
+    # no rows: the marker is still in the header line
+    empty = SpikeResult([], [], [], [1], [0], 100, 1e-4, "quiet", synthetic=True)
+    assert "synthetic" in pd.read_csv(empty.write_rates(tmp_path / "empty.csv")).columns
+    # real data: the files keep their columns, and say synthetic = false where there is a header
+    real = SpikeResult([0], [0], [1], [7], [0], 100, 1e-4, "p")
+    assert "synthetic" not in pd.read_csv(real.write_rates(tmp_path / "real.csv")).columns
+    assert json.loads(pq.read_schema(real.write_rates(tmp_path / "real.parquet")).metadata[b"brainfly"]) \
+        ["synthetic"] is False
+
+
+def test_schedule_files_of_a_synthetic_connectome_say_so(tmp_path):
+    sched = InputSchedule([0, 0, 1], [0, 1, 1], [5, 9, 2])
+    fids = np.array([11, 22], dtype=np.int64)
+    csv = pd.read_csv(sched.write(tmp_path / "k.csv", fids, synthetic=True))
+    assert list(csv.columns) == ["trial", "flywire_id", "step", "synthetic"] and csv.synthetic.all()
+    meta = pq.read_schema(sched.write(tmp_path / "k.parquet", fids, synthetic=True)).metadata
+    assert json.loads(meta[b"brainfly"]) == {"synthetic": True} and b"pandas" in meta
+    assert pd.read_parquet(tmp_path / "k.parquet").equals(pd.read_csv(tmp_path / "k.csv").drop(columns="synthetic"))
+    real = pq.read_schema(sched.write(tmp_path / "r.parquet", fids)).metadata
+    assert json.loads(real[b"brainfly"]) == {"synthetic": False}
+    assert list(pd.read_csv(sched.write(tmp_path / "r.csv", fids)).columns) == ["trial", "flywire_id", "step"]
+    net = Connectome.from_edges(fids, [0], [1], [1.0], name="two")
+    for name in ("k.csv", "k.parquet"):  # the marker does not stand in the reader's way
+        back = InputSchedule.read(tmp_path / name, net)
+        assert back.idx.tolist() == sched.idx.tolist() and back.step.tolist() == sched.step.tolist()
 
 
 # ------------------------------------------------------------------ summaries

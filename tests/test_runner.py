@@ -1,6 +1,7 @@
 """The runner: provenance, files, refusal before work, overwrite protection, resume by content."""
 
 from pathlib import Path
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from brainfly.engines import base
 from brainfly.errors import DataError, OutputExistsError, UnknownNeuronError, ValidationError
 from brainfly.experiment import Experiment, StimulusSet
 from brainfly.results import SpikeResult
+from brainfly import runner
 from brainfly.runner import output_paths, run
 
 
@@ -151,6 +153,40 @@ def test_a_damaged_part_is_named_with_the_way_out(interrupting, tmp_path):
         run(exp(n_trials=4), data=net(), engine=interrupting.name, out=out, progress=False)
     res = run(exp(n_trials=4), data=net(), engine=interrupting.name, out=out, progress=False, resume=False)
     assert res.trials == [0, 1, 2, 3]
+
+
+def test_a_part_of_another_run_is_not_merged(interrupting, tmp_path):
+    # a part copied from another run's folder (another seed) into this run's parts is left out and run again
+    out, other = tmp_path / "r.parquet", tmp_path / "other.parquet"
+    _interrupt_after_two(interrupting, out, exp(n_trials=4), net())
+    _interrupt_after_two(interrupting, other, exp(n_trials=4, seed=11), net())
+    stranger = output_paths(other)["parts"] / "trials-00001-00001.parquet"
+    shutil.copy(stranger, output_paths(out)["parts"] / stranger.name)
+    interrupting.calls = []
+    res = run(exp(n_trials=4), data=net(), engine=interrupting.name, out=out, progress=False)
+    assert interrupting.calls == [[1], [2], [3]]  # trial 1 again, not the stranger's
+    fresh = run(exp(n_trials=4), data=net(), engine=interrupting.name, progress=False)
+    assert np.array_equal(fresh.step, res.step) and np.array_equal(fresh.idx, res.idx)
+
+
+def test_parts_of_another_brainfly_version_are_not_merged(interrupting, tmp_path, monkeypatch):
+    out = tmp_path / "r.parquet"
+    monkeypatch.setattr(runner, "__version__", "0.0.1-older")
+    _interrupt_after_two(interrupting, out, exp(n_trials=4), net())
+    monkeypatch.undo()
+    interrupting.calls = []
+    run(exp(n_trials=4), data=net(), engine=interrupting.name, out=out, progress=False)
+    assert interrupting.calls == [[0], [1], [2], [3]]
+
+
+def test_resume_with_other_chunks_runs_each_trial_once(interrupting, tmp_path):
+    out = tmp_path / "r.parquet"
+    _interrupt_after_two(interrupting, out, exp(n_trials=5), net())  # parts of trials 0 and 1
+    interrupting.calls = []
+    res = run(exp(n_trials=5), data=net(), engine=interrupting.name, out=out, progress=False, chunk_trials=3)
+    assert interrupting.calls == [[2, 3, 4]] and res.trials == [0, 1, 2, 3, 4]
+    fresh = run(exp(n_trials=5), data=net(), engine=interrupting.name, progress=False)
+    assert np.array_equal(fresh.step, res.step) and np.array_equal(fresh.trial, res.trial)
 
 
 def test_run_many_records_each_condition(echo_engine):

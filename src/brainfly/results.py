@@ -66,21 +66,36 @@ def _count(n: int, what: str) -> str:
     return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
-def _write_columns(cols: dict[str, np.ndarray], path: str | Path, nan_as_null: bool = False) -> Path:
-    """Write numpy columns (object arrays of str, or numbers) as parquet or, for ``.csv``, CSV; atomically."""
+def _write_columns(cols: dict[str, np.ndarray], path: str | Path, nan_as_null: bool = False,
+                   header: dict[str, Any] | None = None) -> Path:
+    """Write numpy columns (object arrays of str, or numbers) as parquet or, for ``.csv``, CSV; atomically.
+
+    *header* (JSON) goes into a parquet file's schema metadata under ``brainfly``, as in a
+    spike file. A CSV has no place for it but its columns: when ``header["synthetic"]`` is
+    true, a last column ``synthetic`` (``true`` in every row) marks the file, so that the
+    marker is in the header line even of a file without rows and every CSV reader keeps it.
+    """
     import pyarrow as pa
 
+    path = Path(path)
+    is_csv = path.suffix.lower() == ".csv"
+    if is_csv and header and header.get("synthetic"):
+        n = len(next(iter(cols.values()))) if cols else 0
+        cols = {**cols, "synthetic": np.ones(n, dtype=bool)}
     arrays = [_arrow_strings(v.tolist()) if v.dtype == object
+              else pa.Array.from_buffers(pa.bool_(), len(v), [None, pa.py_buffer(np.packbits(v, bitorder="little"))])
+              if v.dtype == bool
               else _arrow_from_numpy(v, valid=np.isfinite(v) if nan_as_null and v.dtype.kind == "f" else None)
               for v in cols.values()]
     table = pa.Table.from_arrays(arrays, names=list(cols))
-    path = Path(path)
-    if path.suffix.lower() == ".csv":
+    if is_csv:
         import pyarrow.csv as pcsv
 
         return atomic_write(path, lambda tmp: pcsv.write_csv(table, tmp))
     import pyarrow.parquet as pq
 
+    if header is not None:
+        table = table.replace_schema_metadata({b"brainfly": json.dumps(_jsonable(header), default=str).encode()})
     repeated = [c for c in ("trial", "flywire_id", "name", "cell_type", "class") if c in cols]
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, use_dictionary=repeated,
                                                          write_statistics=[c for c in ("trial",) if c in cols]))
@@ -274,13 +289,23 @@ class SpikeResult:
     def write_rates(self, path: str | Path, names: Any = True) -> Path:
         """Write :meth:`rates` to a ``.csv`` (else parquet) file atomically, without pandas.
 
-        Undefined standard deviations (one trial) are written as empty cells (nulls).
+        Undefined standard deviations (one trial) are written as empty cells (nulls). The
+        file says where the rates come from: a parquet file in its schema metadata
+        (``brainfly``: experiment, engine, connectome, ``synthetic``, trials); a CSV of a
+        synthetic connectome's result in a last column ``synthetic`` (``true`` in every
+        row, absent for real data), which any CSV reader keeps.
 
         Returns
         -------
         Path
         """
-        return _write_columns(self._rate_columns(names), path, nan_as_null=True)
+        return _write_columns(self._rate_columns(names), path, nan_as_null=True, header=self._file_header())
+
+    def _file_header(self) -> dict[str, Any]:
+        """What a rates or front file says about its origin (the spike file's header without the meta)."""
+        return {"exp_name": self.exp_name, "engine": self.engine, "connectome": self.connectome_label,
+                "synthetic": bool(self.synthetic), "trials": self.trials, "n_steps": self.n_steps,
+                "dt_s": self.dt_s}
 
     # ------------------------------------------------------------ tables and files
     def to_frame(self) -> Any:
@@ -414,13 +439,17 @@ class SpikeResult:
     def write_propagation_front(self, path: str | Path) -> Path | None:
         """Write :meth:`propagation_front` to parquet (or ``.csv``) atomically, without pandas.
 
+        The origin (experiment, engine, connectome, ``synthetic``) is in a parquet file's
+        schema metadata (``brainfly``), or for a ``.csv`` of a synthetic connectome's
+        result in a last column ``synthetic``, as for :meth:`write_rates`.
+
         Returns
         -------
         Path or None
             None (and nothing written) when the engine recorded no front.
         """
         cols = self._front_columns()
-        return None if cols is None else _write_columns(cols, path)
+        return None if cols is None else _write_columns(cols, path, header=self._file_header())
 
     def _front_columns(self) -> dict[str, np.ndarray] | None:
         front = self.meta.get("first_spike_step")

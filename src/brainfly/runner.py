@@ -10,18 +10,24 @@ benchmark grid, and screens. The runner
    each finished chunk is written atomically to ``OUT.parts/`` so that an interrupted
    run started again resumes where it stopped. Parts are tied to the run by a
    fingerprint of content digests (the experiment, the input schedule file's SHA-256,
-   the connectome's digest, the engine and its options): changed inputs never mix
-   with stale parts;
+   the connectome's digest, the engine and its options, brainfly's version), stamped on
+   the folder and on every part: changed inputs never mix with stale parts, and a part
+   of another run is never merged. A resumed run runs each missing trial once, however
+   its trials are chunked, and gives the same files as an uninterrupted run (a part's
+   propagation front is kept beside it, ``front-AAAAA-BBBBB.parquet``);
 3. merges the chunks and records the provenance in ``result.meta``: the full experiment
    (``Experiment.to_dict()``), the engine, its options and versions, the connectome's
    name and digest, the timings summed over chunks and the wall time;
 4. writes the spikes (``OUT``, paper columns), the per-neuron rates
    (``OUT_rates.csv``) and, where the engine records it, the propagation front
-   (``OUT_front.parquet``), each atomically, and removes the parts.
+   (``OUT_front.parquet``), each atomically, and removes the parts. Every file of a
+   synthetic connectome's run says so: the parquet files in their schema metadata
+   (``brainfly``, ``"synthetic": true``), the rates CSV in a last column ``synthetic``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -30,21 +36,25 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ._io import atomic_write, digest_text, sha256_file
 from ._version import __version__
 from .connectome import Connectome, load_connectome
+from .connectome.lookup import _numpy_from_arrow
 from .engines.base import Engine, ProgressCallback, get_engine
 from .errors import DataError, OutputExistsError, ValidationError
 from .experiment import Experiment, load_experiment
-from .results import SpikeResult, merge_results
+from .results import SpikeResult, _write_columns, merge_results
 
 __all__ = ["run", "run_many", "resolve_engine", "resolve_data", "resolve_experiment", "output_paths",
            "run_fingerprint"]
 
 log = logging.getLogger(__name__)
 
-#: Version of the parts layout (``OUT.parts/RUN.json`` + ``trials-AAAAA-BBBBB.parquet``).
-PARTS_FORMAT = 1
+#: Version of the parts layout (``OUT.parts/RUN.json`` + ``trials-AAAAA-BBBBB.parquet``
+#: + ``front-AAAAA-BBBBB.parquet`` where the engine records the propagation front).
+PARTS_FORMAT = 2
 
 ExperimentLike = Experiment | str | Path
 DataLike = Connectome | str | Path | None
@@ -109,12 +119,16 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def run_fingerprint(experiment: Experiment, connectome: Connectome, engine: Engine) -> str:
-    """Digest of everything that determines a run's spikes (content digests, never names or paths)."""
+    """Digest of everything that determines a run's spikes (content digests, never names or paths).
+
+    brainfly's version is part of it: parts written by another version are not merged.
+    """
     blob = experiment.to_dict()
     if experiment.input_schedule is not None:
         blob["input_schedule"] = sha256_file(experiment.input_schedule)
     return digest_text(
         f"brainfly-run-v{PARTS_FORMAT}",
+        __version__,
         json.dumps(blob, sort_keys=True, default=str),
         connectome.content_digest,
         engine.name,
@@ -159,32 +173,82 @@ class _Progress:
 
 # -------------------------------------------------------------------- parts (resume)
 class _Parts:
-    """``OUT.parts/``: finished chunks of one run, tied to it by the run's fingerprint."""
+    """``OUT.parts/``: finished chunks of one run, tied to it by the run's fingerprint.
+
+    ``RUN.json`` stamps the folder; each part ``trials-AAAAA-BBBBB.parquet`` (a spike file)
+    carries the fingerprint in its header too, and, where the engine records the
+    propagation front, has it beside it in ``front-AAAAA-BBBBB.parquet`` (written first:
+    the spike part, written last, is what makes a part finished).
+    """
 
     def __init__(self, folder: Path, fingerprint: str, connectome: Connectome) -> None:
         self.folder, self.fingerprint, self.connectome = folder, fingerprint, connectome
         self.stamp = folder / "RUN.json"
 
-    def load(self, resume: bool) -> list[SpikeResult]:
-        """Finished parts of this run (none when not resuming or when they belong to another run)."""
+    def _damaged(self, what: str) -> DataError:
+        return DataError(f"{what}; this part of an interrupted run is damaged: delete {self.folder} "
+                         "or start again without resuming (resume=False, --no-resume)")
+
+    def load(self, resume: bool, n_trials: int) -> list[SpikeResult]:
+        """Finished parts of this run (none when not resuming or when they belong to another run).
+
+        A part stamped with another fingerprint (another run, another brainfly version),
+        one whose trials lie outside the run or repeat a part already taken, or one whose
+        front file is missing, is left out (its trials run again).
+
+        Raises
+        ------
+        DataError
+            A part (or its front file) cannot be read: named, with the way to start over.
+        """
         if not (resume and self.stamp.is_file()):
             return []
         try:
-            said = json.loads(self.stamp.read_text(encoding="utf-8")).get("fingerprint")
-        except (OSError, ValueError, AttributeError):
+            said = json.loads(self.stamp.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             said = None
-        if said != self.fingerprint:
-            log.info("%s holds parts of another run (other experiment, data, engine or options): starting again",
-                     self.folder)
+        if not isinstance(said, dict) or said.get("fingerprint") != self.fingerprint:
+            log.info("%s holds parts of another run (other experiment, data, engine, options or brainfly version): "
+                     "starting again", self.folder)
             return []
-        done = []
-        for part in sorted(self.folder.glob("trials-*.parquet")):
+        done: list[SpikeResult] = []
+        taken: set[int] = set()
+        for path in sorted(self.folder.glob("trials-*.parquet")):
             try:
-                done.append(SpikeResult.read_parquet(part, self.connectome.flywire_ids))
+                part = SpikeResult.read_parquet(path, self.connectome.flywire_ids)
             except DataError as exc:
-                raise DataError(f"{exc}; this part of an interrupted run is damaged: delete {self.folder} "
-                                "or start again without resuming (resume=False, --no-resume)") from None
+                raise self._damaged(str(exc)) from None
+            trials = set(part.trials)
+            if part.meta.get("run_fingerprint") != self.fingerprint:
+                log.warning("%s: a part of another run (not merged); its trials run again", path)
+                continue
+            if not trials or trials & taken or min(trials) < 0 or max(trials) >= n_trials:
+                log.warning("%s: trials %s outside the run or already done (not merged)", path, sorted(trials))
+                continue
+            front = part.meta.pop("part_front", None)
+            part.meta.pop("first_spike_step", None)
+            if front is not None:
+                arrays = self._read_front(self.folder / str(front))
+                if arrays is None:
+                    log.warning("%s: its front file %s is missing (not merged); its trials run again", path, front)
+                    continue
+                part.meta["first_spike_step"] = arrays
+            part.meta.pop("run_fingerprint", None)
+            taken |= trials
+            done.append(part)
         return done
+
+    def _read_front(self, path: Path) -> dict[str, np.ndarray] | None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            return None
+        try:
+            table = pq.read_table(path)
+            return {name: _numpy_from_arrow(table.column(name)) for name in table.column_names}
+        except (OSError, pa.ArrowException, TypeError) as exc:
+            raise self._damaged(f"front file {path}: cannot be read as parquet ({exc})") from None
 
     def start(self) -> None:
         """Empty the folder (parts of another run) and stamp it with this run's fingerprint."""
@@ -196,7 +260,15 @@ class _Parts:
 
     def write(self, result: SpikeResult) -> None:
         trials = result.trials
-        result.write_parquet(self.folder / f"trials-{trials[0]:05d}-{trials[-1]:05d}.parquet")
+        span = f"{trials[0]:05d}-{trials[-1]:05d}"
+        part = copy.copy(result)
+        part.meta = {k: v for k, v in result.meta.items() if k != "first_spike_step"}
+        part.meta["run_fingerprint"] = self.fingerprint
+        front = result.meta.get("first_spike_step")
+        if isinstance(front, dict) and front and all(isinstance(v, np.ndarray) for v in front.values()):
+            _write_columns(dict(front), self.folder / f"front-{span}.parquet")
+            part.meta["part_front"] = f"front-{span}.parquet"
+        part.write_parquet(self.folder / f"trials-{span}.parquet")  # last: the part is finished
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -302,9 +374,13 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     per_chunk = chunk_trials or max(1, int(eng.trials_per_chunk))
     chunks = [list(range(k, min(k + per_chunk, exp.n_trials))) for k in range(0, exp.n_trials, per_chunk)]
     parts = _Parts(paths["parts"], run_fingerprint(exp, net, eng), net) if paths is not None else None
-    done = parts.load(resume) if parts is not None else []
+    done = parts.load(resume, exp.n_trials) if parts is not None else []
     finished = {k for p in done for k in p.trials}
-    todo = [c for c in chunks if not set(c) <= finished]
+    if finished:  # each missing trial once, however the parts were chunked
+        missing = [k for k in range(exp.n_trials) if k not in finished]
+        todo = [missing[k:k + per_chunk] for k in range(0, len(missing), per_chunk)]
+    else:
+        todo = chunks
     if done:
         log.info("resuming: %d of %d trial(s) already done in %s", len(finished), exp.n_trials, parts.folder)
     elif parts is not None and len(todo) > 1:

@@ -124,14 +124,36 @@ class InputSchedule:
             "step": self.step,
         })
 
-    def write(self, path: str | Path, flywire_ids: np.ndarray) -> Path:
-        """Write as parquet (or CSV if the suffix is .csv), atomically."""
+    def write(self, path: str | Path, flywire_ids: np.ndarray, *, synthetic: bool = False) -> Path:
+        """Write as parquet (or CSV if the suffix is .csv), atomically.
+
+        Parameters
+        ----------
+        path : str or Path
+        flywire_ids : int64 array
+            The connectome's neuron list (model index -> FlyWire ID).
+        synthetic : bool
+            The kicks were drawn on a synthetic connectome (``connectome.synthetic``): a
+            parquet file says so in its schema metadata (``brainfly``: ``{"synthetic":
+            true}``), a CSV in a last column ``synthetic`` (``true`` in every row), which
+            readers of the three file columns ignore.
+        """
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = Path(path)
         frame = self.to_frame(flywire_ids)
         if path.suffix.lower() == ".csv":
+            if synthetic:
+                frame["synthetic"] = True
             atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
         else:
-            atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            marker = {b"brainfly": json.dumps({"synthetic": bool(synthetic)}).encode()}
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **marker})
+            atomic_write(path, lambda tmp: pq.write_table(table, tmp))
         return path
 
     @classmethod
