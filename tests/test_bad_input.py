@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from pathlib import Path
 import shutil
 import tempfile
@@ -288,6 +289,35 @@ def test_experiment_file_runs_or_is_refused(net_folder, data):
         shutil.rmtree(folder)
 
 
+@SETTINGS
+@given(name=st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
+@example(name="a\x00b")
+@example(name="../../outside")
+@example(name="/abs")
+def test_experiment_names_stay_in_the_output_folder(net_folder, name):
+    """Any name: refused in one line, or the default output files lie directly in ./output."""
+    folder = fresh_dir()
+    cwd = os.getcwd()
+    try:
+        (folder / "work").mkdir()
+        os.chdir(folder / "work")
+        f = folder / "exp.toml"
+        quoted = '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or c in '"\\\x7f' else c for c in name) + '"'
+        f.write_text(f"name = {quoted}\nt_run = 0.005\n[[stimuli]]\nneurons = ['sugar_GRN']\nrate_hz = 100\n",
+                     encoding="utf-8")
+        code, _, err = invoke(["run", str(f), "--data", str(net_folder), "-q"])
+        assert "Traceback" not in err
+        written = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p != f)
+        if code == 0:
+            assert written and all(p.parent == Path("work/output") for p in written), written
+        else:
+            assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+            assert "Experiment.name" in err and not written, (err, written)
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(folder)
+
+
 @pytest.mark.parametrize("text,needles", [
     ("silenced = 5\n[[stimuli]]\nneurons = ['sugar_GRN']\nrate_hz = 100\n", ["silenced", "5"]),
     ("t_run = nan\n[[stimuli]]\nneurons = ['sugar_GRN']\nrate_hz = 100\n", ["t_run", "nan"]),
@@ -394,7 +424,7 @@ def test_input_schedule_runs_or_is_refused(net_folder, some_ids, data):
 def connectome_folder_spec(draw) -> dict[str, Any]:
     return {
         "neuron_list": draw(st.sampled_from(["good"] * 5 + ["duplicate", "negative", "text", "float", "empty",
-                                                             "truncated", "header only", "huge", "latin-1",
+                                                             "truncated", "header only", "huge", "latin-1", "zero",
                                                              "missing"])),
         "connections": draw(st.sampled_from(["good"] * 5 + ["truncated", "empty", "garbage", "drop column",
                                                              "float index", "string id", "index out of range",
@@ -426,6 +456,8 @@ def make_connectome(folder: Path, spec: dict[str, Any]) -> None:
         comp.write_text(",Completed\n11,True\n99999999999999999999,True\n33,True\n44,True\n55,True\n")
     elif how == "latin-1":
         comp.write_bytes(",Completed\n11,True\n22,Tru\xe9\n33,True\n44,True\n55,True\n".encode("latin-1"))
+    elif how == "zero":
+        comp.write_text(",Completed\n11,True\n0,True\n33,True\n44,True\n55,True\n")
     elif how == "missing":
         comp.unlink()
     how = spec["connections"]
@@ -466,6 +498,7 @@ def make_connectome(folder: Path, spec: dict[str, Any]) -> None:
 
 @settings(SETTINGS, max_examples=40)
 @given(spec=connectome_folder_spec())
+@example(spec={"neuron_list": "zero", "connections": "good"})
 def test_connectome_files_run_or_are_refused(spec):
     folder = fresh_dir()
     try:
@@ -477,6 +510,8 @@ def test_connectome_files_run_or_are_refused(spec):
             "Connectivity")
         if spec == {"neuron_list": "good", "connections": "good"}:
             assert code == 0
+        elif spec["neuron_list"] not in ("good", "missing") or spec["connections"] not in ("good", "duplicate"):
+            assert code == 2, f"{spec} was not refused"  # nothing bad runs silently
     finally:
         shutil.rmtree(folder)
 

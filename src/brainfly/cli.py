@@ -15,6 +15,7 @@ import logging
 import math
 import os
 from pathlib import Path
+import re
 import sys
 from typing import Any, Callable, Sequence
 import warnings
@@ -147,7 +148,10 @@ def default_output(engine: str, experiment: Any) -> Path:
     import json
 
     digest = digest_text(json.dumps(experiment.to_dict(), sort_keys=True, default=str))[:8]
-    return Path("output") / f"{engine}_{experiment.name}-{digest}.parquet"
+    # the name is the user's text: only letters, digits, '.', '-' and '_' go into the file name
+    # (never a folder separator or '..': the files stay in output/)
+    safe = re.sub(r"[^\w.-]+", "_", f"{engine}_{experiment.name}", flags=re.ASCII).strip("._") or "run"
+    return Path("output") / f"{safe}-{digest}.parquet"
 
 
 def _print_outputs(result: Any) -> None:

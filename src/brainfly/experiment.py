@@ -167,8 +167,11 @@ class Experiment:
         if isinstance(silenced, (tuple, list)) and not silenced:
             silenced = ()
         object.__setattr__(self, "silenced", _as_specs(silenced, "Experiment.silenced") if silenced != () else ())
-        if not isinstance(self.name, str) or not self.name:
+        if not isinstance(self.name, str) or not self.name.strip():
             raise ValidationError(f"Experiment.name: must be a non-empty string (got {self.name!r})")
+        if not self.name.isprintable():
+            raise ValidationError(f"Experiment.name: must be one line of printable text, without control characters "
+                                  f"(got {self.name!r})")
         for s in self.stimuli:
             if not isinstance(s, StimulusSet):
                 raise ValidationError(f"Experiment.stimuli: items must be StimulusSet (got {type(s).__name__})")

@@ -350,6 +350,10 @@ def read_neuron_list(path: str | Path) -> np.ndarray:
     if ids.size and ids.max() > np.iinfo(np.int64).max:
         raise DataError(f"neuron list {path}: a root ID does not fit in int64")
     ids = ids.astype(np.int64)
+    if ids.size and ids.min() <= 0:
+        row = int(np.flatnonzero(ids <= 0)[0])
+        raise DataError(f"neuron list {path}: row {row + 1} has root ID {int(ids[row])}, expected a positive "
+                        "integer (FlyWire root IDs are > 0; file corrupt?)")
     if "Completed" in df.columns:
         comp = df["Completed"].str.strip()
         good = comp.isin(["True", "False", "true", "false", "1", "0", "TRUE", "FALSE"])
