@@ -99,3 +99,12 @@ def test_stimulate_with_a_schedule_is_refused(data_folder, tmp_path, capsys):
     code = run_cli("run", "--data", str(data_folder), "--stimulate", "sugar_GRN@200", "--input-schedule", str(sched),
                    "--out", str(tmp_path / "x.parquet"), "-q")
     assert code == 2 and "given together" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()
+
+
+def test_schedule_files_of_a_synthetic_brain_say_so(data_folder, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "k.parquet"
+    assert run_cli("schedule", "--data", str(data_folder), "--stimulate", "sugar_GRN@200", "--t-run", "0.02",
+                   "--out", str(out), "-q") == 0
+    assert b'"synthetic": true' in pq.read_schema(out).metadata[b"brainfly"]

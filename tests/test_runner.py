@@ -220,3 +220,8 @@ def test_import_brainfly_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert {"Experiment", "run", "load_connectome", "lookup", "compare", "engines"} <= set(dir(brainfly))
+
+
+def test_an_output_path_with_a_nul_is_refused(echo_engine, tmp_path):
+    with pytest.raises(ValidationError, match="NUL"):
+        run(exp(), data=net(), engine=echo_engine.name, out=str(tmp_path / "a\0b.parquet"), progress=False)

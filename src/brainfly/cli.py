@@ -274,7 +274,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     net = load_connectome(args.data, progress=not args.quiet)
     sim = prepare(net, experiment)
     sched = sim.kicks(range(experiment.n_trials))
-    sched.write(args.out, net.flywire_ids)
+    sched.write(args.out, net.flywire_ids, synthetic=net.synthetic)
     print(f"{sched.n_kicks} kicks on {sched.activated_idx.size} neurons in {experiment.n_trials} trial(s) "
           f"written to {args.out}")
     return 0

@@ -104,6 +104,8 @@ def output_paths(out: str | Path) -> dict[str, Path]:
 
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse an output path that cannot be written, or that holds a finished result."""
+    if "\0" in str(out):
+        raise ValidationError(f"output {str(out)!r}: a path cannot hold a NUL character")
     if out.suffix.lower() != ".parquet":
         raise ValidationError(f"output {out}: must be a .parquet file (spikes are written as parquet)")
     if out.is_dir():
