@@ -78,3 +78,32 @@ def test_plugin_capability_skip_reason(pytester, clean_registry):
     res = pytester.runpytest("-p", "no:cacheprovider", "--engine", "zz-poor", "-rs")
     res.assert_outcomes(skipped=1)
     res.stdout.fnmatch_lines(["*engine 'zz-poor' lacks capability schedule, silencing*"])
+
+
+def test_plugin_standalone_reference_required(pytester, monkeypatch):
+    """``reference_standalone`` is skipped where brian2-standalone cannot run, and fails
+    the test when ``--require-engine brian2-standalone`` says it must run (as CI does)."""
+    from brainfly.engines.brian2_engine import Brian2StandaloneEngine
+
+    monkeypatch.setattr(Brian2StandaloneEngine, "is_available", lambda self: (False, "no C++ compiler here"))
+    pytester.makepyfile(
+        """
+        def test_needs_standalone(reference_standalone):
+            pass
+        """
+    )
+    res = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    res.assert_outcomes(skipped=1)
+    res.stdout.fnmatch_lines(["*'brian2-standalone' unavailable: no C++ compiler here*"])
+    res = pytester.runpytest("-p", "no:cacheprovider", "--require-engine", "brian2-standalone")
+    res.assert_outcomes(errors=1)
+    res.stdout.fnmatch_lines(["*'brian2-standalone' is required (--require-engine) but unavailable*"])
+
+
+def test_no_engine_is_its_own_reference():
+    """The full-size tests pick a reference other than the engine under test."""
+    from brainfly.engines.base import get_engine
+    from brainfly.testing.conformance import reference_for
+
+    assert reference_for(get_engine("brian2-standalone")).name == "brian2"
+    assert reference_for(get_engine("event")).name == "brian2-standalone"

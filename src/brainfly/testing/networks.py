@@ -40,6 +40,8 @@ __all__ = [
     "crossing_steps",
     "critical_count",
     "random_network",
+    "combine_cases",
+    "case_part",
     "FLYWIRE_BASE",
 ]
 
@@ -352,6 +354,58 @@ def random_network(n_neurons: int = 120, n_driven: int = 12, seed: int = 0, *,
     net = Connectome.from_edges(fids, pre, post, w, name=f"tiny-{name}-{seed}", synthetic=True,
                                 meta={"generator": "brainfly.testing.networks.random_network", "seed": seed})
     return net, np.arange(n_driven, dtype=np.int64)
+
+
+def combine_cases(names: list[str], name: str = "combined") -> tuple[Case, dict[str, int]]:
+    """Several cases as disjoint parts of one network, in one experiment.
+
+    For engines that compile a program per run (``brian2-standalone``): one build runs
+    them all. Part *k* takes model indices ``offset_k ..`` (FlyWire IDs ``FLYWIRE_BASE +
+    idx`` as usual); the run lasts the longest case's ``t_run`` with the largest
+    ``n_trials``. The dynamics are causal and the parts disconnected, so a part's spikes
+    up to its own case's ``t_run`` in its own trials are those of the case run alone
+    (:func:`case_part`). The cases must share one silencing mode.
+
+    Returns
+    -------
+    (Case, dict)
+        The combined case and each name's index offset.
+    """
+    cases = [get_case(n) for n in names]
+    modes = {c.silence_mode for c in cases if c.silenced}
+    if len(modes) > 1:
+        raise ValueError(f"combine_cases: cases {names} mix silencing modes {sorted(modes)}")
+    offsets: dict[str, int] = {}
+    edges: list[tuple[int, int, float]] = []
+    kicks: list[tuple[int, int, int]] = []
+    silenced: list[int] = []
+    must: list[int] = []
+    off = 0
+    for c in cases:
+        offsets[c.name] = off
+        net = c.connectome
+        edges += [(int(i) + off, int(j) + off, float(w))
+                  for i, j, w in zip(net.pre_idx.tolist(), net.post_idx.tolist(), net.weight.tolist())]
+        kicks += [(t, i + off, s) for t, i, s in c.kicks]
+        silenced += [i + off for i in c.silenced]
+        must += [i + off for i in c.must_spike]
+        off += net.n_neurons
+    combined = Case(name, _net(name, off, edges), kicks=sorted(kicks), t_run=max(c.t_run for c in cases),
+                    n_trials=max(c.n_trials for c in cases), silenced=tuple(silenced),
+                    silence_mode=modes.pop() if modes else "outgoing", must_spike=tuple(must),
+                    note="disjoint parts: " + ", ".join(names))
+    return combined, offsets
+
+
+def case_part(result: SpikeResult, name: str, offset: int) -> set[tuple[int, int, int]]:
+    """The spikes ``(trial, idx, step)`` of case *name* within a run of
+    :func:`combine_cases`: its neurons (indices relative to the case), its trials and
+    its steps."""
+    case = get_case(name)
+    n_steps = ModelParams().n_steps(case.t_run)
+    lo, hi = offset, offset + case.connectome.n_neurons
+    keep = (result.idx >= lo) & (result.idx < hi) & (result.trial < case.n_trials) & (result.step < n_steps)
+    return set(zip(result.trial[keep].tolist(), (result.idx[keep] - lo).tolist(), result.step[keep].tolist()))
 
 
 # ---------------------------------------------------------------------- the oracle

@@ -20,7 +20,12 @@ Fixtures and markers
 ``@pytest.mark.requires("schedule", ...)`` (also ``brainfly.testing.requires``)
     Skips engines that lack one of the capabilities, naming it.
 ``reference``
-    The Brian2 reference engine (runtime mode, in-process), skipped when brian2 is missing.
+    The Brian2 reference engine (runtime mode, in-process), skipped when brian2 is missing
+    (failed instead with ``--require-engine brian2``).
+``reference_standalone``
+    The reference in C++ standalone mode (``brian2-standalone``, one process), skipped when
+    it cannot run here (failed instead with ``--require-engine brian2-standalone``). The
+    conformance suite runs it on the tiny cases in every run, one build for all of them.
 ``seed``
     An integer derived from the test id: the same test gets the same seed in every run.
 """
@@ -36,6 +41,8 @@ from brainfly.engines.base import engine_names, get_engine
 
 #: The reference engine: never parametrised as ``engine``, it is what engines are compared with.
 REFERENCE_ENGINE = "brian2"
+#: The reference in C++ standalone mode (fixture ``reference_standalone``).
+STANDALONE_REFERENCE = "brian2-standalone"
 #: Engines that compile a program for every run (minutes per test on a small CI machine):
 #: in the suite only with ``--run-slow`` or when named by ``--engine``.
 COMPILING_ENGINES = frozenset({"brian2-standalone", "brian2cuda"})
@@ -125,14 +132,27 @@ def reference(request: pytest.FixtureRequest) -> Any:
     Skipped without brian2, unless ``--require-engine brian2`` says the reference must run
     (CI does): then the test fails.
     """
-    ref = get_engine(REFERENCE_ENGINE, n_jobs=1)
+    return _available_or_skip(request, REFERENCE_ENGINE, n_jobs=1)
+
+
+def _available_or_skip(request: pytest.FixtureRequest, name: str, **options: Any) -> Any:
+    ref = get_engine(name, **options)
     ok, reason = ref.is_available()
     if not ok:
-        if REFERENCE_ENGINE in _required(request.config):
-            pytest.fail(f"the reference engine {REFERENCE_ENGINE!r} is required (--require-engine) "
-                        f"but unavailable: {reason}")
-        pytest.skip(f"reference engine {REFERENCE_ENGINE!r} unavailable: {reason}")
+        if name in _required(request.config):
+            pytest.fail(f"the reference engine {name!r} is required (--require-engine) but unavailable: {reason}")
+        pytest.skip(f"reference engine {name!r} unavailable: {reason}")
     return ref
+
+
+@pytest.fixture(scope="session")
+def reference_standalone(request: pytest.FixtureRequest) -> Any:
+    """The Brian2 reference in C++ standalone mode (one worker: one build per run).
+
+    Skipped where it cannot run (no compiler, no brian2), unless ``--require-engine
+    brian2-standalone`` says it must (CI does): then the test fails.
+    """
+    return _available_or_skip(request, STANDALONE_REFERENCE, n_jobs=1)
 
 
 @pytest.fixture
