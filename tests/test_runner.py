@@ -1,6 +1,5 @@
 """The runner: provenance, files, refusal before work, overwrite protection, resume by content."""
 
-from pathlib import Path
 import shutil
 
 import numpy as np
