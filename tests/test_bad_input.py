@@ -21,7 +21,6 @@ import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
-import numpy as np
 import pandas as pd
 import pytest
 
