@@ -224,3 +224,15 @@ def test_import_brainfly_is_light():
 def test_an_output_path_with_a_nul_is_refused(echo_engine, tmp_path):
     with pytest.raises(ValidationError, match="NUL"):
         run(exp(), data=net(), engine=echo_engine.name, out=str(tmp_path / "a\0b.parquet"), progress=False)
+
+
+def test_unknown_names_are_refused_before_a_brain_is_generated(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINFLY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("BRAINFLY_DATA", raising=False)
+    bad = Experiment(name="typo", stimulate={"P8": 100}, t_run=0.01)
+    with pytest.raises(UnknownNeuronError, match=r"stimulus set 0 'P8' at 100 Hz.*Did you mean 'P9'"):
+        run(bad, data="synthetic", progress=False)
+    with pytest.raises(UnknownNeuronError, match="silenced set"):
+        run(exp(name="s", stimuli=(StimulusSet(("LB3",), 100.0),), silenced=("NOT_A_TYPE_X",)), data="synthetic",
+            progress=False)
+    assert not list((tmp_path / "cache").glob("synthetic-*"))  # nothing was generated

@@ -324,6 +324,14 @@ class Experiment:
             **kwargs,
         )
 
+    def neuron_sets(self) -> list[tuple[str, tuple[NeuronSpec, ...]]]:
+        """``(owner, specs)`` of every stimulus set, then of the silenced set (owners name them in errors)."""
+        sets = [(f"stimulus set {k}" + (f" {s.label!r}" if s.label else "") + f" at {s.rate_hz:g} Hz", s.neurons)
+                for k, s in enumerate(self.stimuli)]
+        if self.silenced:
+            sets.append(("silenced set", self.silenced))
+        return sets
+
     def resolve(self, connectome: Any) -> "ResolvedExperiment":
         """Resolve neuron specs to model indices of *connectome* and check consistency.
 
@@ -334,11 +342,9 @@ class Experiment:
         ValidationError
             If a neuron is in two stimulus sets, or both stimulated and silenced.
         """
-        stim_idx = [resolve_neurons(connectome, s.neurons, owner=f"stimulus set {k}"
-                                    + (f" {s.label!r}" if s.label else "") + f" at {s.rate_hz:g} Hz")
-                    for k, s in enumerate(self.stimuli)]
-        silenced_idx = (resolve_neurons(connectome, self.silenced, owner="silenced set")
-                        if self.silenced else np.empty(0, np.int64))
+        resolved = [resolve_neurons(connectome, specs, owner=owner) for owner, specs in self.neuron_sets()]
+        stim_idx = resolved[:len(self.stimuli)]
+        silenced_idx = resolved[-1] if self.silenced else np.empty(0, np.int64)
         seen: dict[int, int] = {}
         for k, idx in enumerate(stim_idx):
             for i in idx.tolist():

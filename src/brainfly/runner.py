@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from pathlib import Path
 import shutil
 import sys
@@ -41,6 +42,8 @@ import numpy as np
 from ._io import atomic_write, digest_text, sha256_file
 from ._version import __version__
 from .connectome import Connectome, load_connectome
+from .connectome.datasets import DATA_ENV
+from .connectome.lookup import resolve_neurons, shipped_annotations
 from .connectome.lookup import _numpy_from_arrow
 from .engines.base import Engine, ProgressCallback, get_engine
 from .errors import DataError, OutputExistsError, ValidationError
@@ -48,6 +51,7 @@ from .experiment import Experiment, load_experiment
 from .results import SpikeResult, _write_columns, merge_results
 
 __all__ = ["run", "run_many", "resolve_engine", "resolve_data", "resolve_experiment", "output_paths",
+           "check_names_before_loading",
            "run_fingerprint"]
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,34 @@ def resolve_data(data: DataLike, *, progress: bool = True) -> Connectome:
     if isinstance(data, Connectome):
         return data
     return load_connectome(data, progress=progress)
+
+
+def check_names_before_loading(experiment: Experiment, data: DataLike) -> None:
+    """Refuse neuron names that no neuron of FlyWire v783 carries, before a brain is loaded.
+
+    For the datasets of v783 IDs (``flywire-783``, the synthetic brain, or the default when
+    ``$BRAINFLY_DATA`` is not set) the shipped v783 tables tell the paper names and cell
+    types, so an unknown name is refused before minutes of download or generation. IDs,
+    and names on other data, are checked when the connectome is loaded.
+
+    Raises
+    ------
+    UnknownNeuronError
+        Naming the set and the unknown name, with close matches.
+    """
+    if isinstance(data, Connectome) or (data is None and os.environ.get(DATA_ENV)):
+        return
+    if data is not None and not (isinstance(data, str) and (data == "flywire-783" or data.startswith("synthetic"))):
+        return
+    named = [(owner, [s for s in specs if isinstance(s, str)]) for owner, specs in experiment.neuron_sets()]
+    named = [(owner, specs) for owner, specs in named if specs]
+    if not named:
+        return
+    ids = shipped_annotations().flywire_ids
+    v783 = Connectome(ids, np.zeros(ids.shape[0] + 1, dtype=np.int64), np.empty(0, np.int32), np.empty(0, np.float64),
+                      name="FlyWire v783 (the shipped annotation tables)", meta={"version": "783"})
+    for owner, specs in named:
+        resolve_neurons(v783, specs, owner=owner)
 
 
 def output_paths(out: str | Path) -> dict[str, Path]:
@@ -370,6 +402,7 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     paths = output_paths(out) if out is not None else None
     if paths is not None:
         _check_out(paths["spikes"], overwrite)
+    check_names_before_loading(exp, data)
     net = resolve_data(data, progress=progress is True)
     sim = eng.prepare(net, exp)  # unknown neurons, unsupported features: refused here, nothing written
 

@@ -741,9 +741,11 @@ def _resolve_term(connectome: Any, term: str, owner: str, spec: str) -> np.ndarr
     if term.lower() in folded:
         return _resolve_alias(connectome, folded[term.lower()], owner)
     covered = _covered(connectome)
-    names = list(PAPER_ALIASES) + (covered.values("cell_type") if covered is not None else [])
+    types = covered.values("cell_type") if covered is not None else []
+    # a close paper name first (P8 -> P9), then close cell types
+    hint = suggest(term, PAPER_ALIASES) or suggest(term, list(PAPER_ALIASES) + list(types))
     raise UnknownNeuronError(f"{owner}: unknown neuron name {term!r} in {connectome.label}: not a paper name "
-                             f"({', '.join(PAPER_ALIASES)}) nor a cell type.{suggest(term, names)}"
+                             f"({', '.join(PAPER_ALIASES)}) nor a cell type.{hint}"
                              f"{_no_annotations_hint(connectome)}")
 
 
