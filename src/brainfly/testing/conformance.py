@@ -433,7 +433,8 @@ def statistical_check(engine: Any, reference: Any, seed: int, tol_name: str) -> 
                          t_run=tol.t_run, n_trials=tol.n_trials, seed=seed)
     n_jobs = min(2, os.cpu_count() or 1)
     if full:
-        ref_engine = reference_for(engine, ("brian2-standalone", reference.name), n_jobs=n_jobs)
+        # one standalone build of the full brain at a time: two at once need more memory than 24 GiB allow
+        ref_engine = reference_for(engine, ("brian2-standalone", reference.name), n_jobs=1)
     elif engine.name == reference.name:
         ref_engine = reference_for(engine, ("brian2", "brian2-standalone"), n_jobs=n_jobs)
     else:
