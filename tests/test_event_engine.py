@@ -143,6 +143,19 @@ def test_long_run_crosses_rebase_and_ring_laps(tmp_path, monkeypatch):
     assert_same_spikes(res, ref, "long run, ring of one bucket")
 
 
+def test_powers_beyond_the_tables_are_computed(tmp_path, monkeypatch):
+    """Power tables far shorter than the trial (as for trials longer than 2**16 steps): every
+    power beyond them, pending predictions far ahead included, is computed, not read."""
+    from brainfly.engines import event
+
+    monkeypatch.setattr(event, "_REBASE_LOG", 20.0)
+    monkeypatch.setattr(event, "_POW_TABLE_STEPS", 64)
+    net, sched, _ = _random_case(5, n=20, n_driven=3, t_run=0.3, n_trials=1)
+    res, ref = _run_both(net, sched, tmp_path, t_run=0.3, n_trials=1)
+    assert ref.n_spikes > 100 and ref.step.max() > 2048
+    assert_same_spikes(res, ref, "power tables shorter than the trial")
+
+
 def test_buffers_grow_during_a_trial(tmp_path, monkeypatch):
     """Workspaces that start with tiny spike and queue buffers: they grow between steps."""
     from brainfly.engines import _event_kernels as K

@@ -45,7 +45,7 @@ from .connectome import Connectome, load_connectome
 from .connectome.datasets import DATA_ENV
 from .connectome.lookup import resolve_neurons, shipped_annotations
 from .connectome.lookup import _numpy_from_arrow
-from .engines.base import Engine, ProgressCallback, get_engine
+from .engines.base import Engine, EngineOptions, ProgressCallback, get_engine
 from .errors import DataError, OutputExistsError, ValidationError
 from .experiment import Experiment, load_experiment
 from .results import SpikeResult, _write_columns, merge_results
@@ -314,8 +314,7 @@ def _provenance(result: SpikeResult, experiment: Experiment, connectome: Connect
     meta = dict(result.meta)
     meta.update({
         "experiment": experiment.to_dict(),
-        "engine": engine.name,
-        "engine_options": engine.options.to_dict(),
+        "engine": engine.name,  # its options and versions: Engine.result wrote them
         "connectome": {
             "name": connectome.name,
             "label": connectome.label,
@@ -396,8 +395,7 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     exp = resolve_experiment(experiment)
     eng = resolve_engine(engine, engine_options)
     eng.check_available()
-    if chunk_trials is not None and (isinstance(chunk_trials, bool) or not isinstance(chunk_trials, int)
-                                     or chunk_trials < 1):
+    if chunk_trials is not None and not EngineOptions.is_int(chunk_trials, 1):
         raise ValidationError(f"run: chunk_trials must be an integer >= 1 (got {chunk_trials!r})")
     paths = output_paths(out) if out is not None else None
     if paths is not None:
@@ -407,15 +405,12 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     sim = eng.prepare(net, exp)  # unknown neurons, unsupported features: refused here, nothing written
 
     per_chunk = chunk_trials or max(1, int(eng.trials_per_chunk))
-    chunks = [list(range(k, min(k + per_chunk, exp.n_trials))) for k in range(0, exp.n_trials, per_chunk)]
     parts = _Parts(paths["parts"], run_fingerprint(exp, net, eng), net) if paths is not None else None
     done = parts.load(resume, exp.n_trials) if parts is not None else []
     finished = {k for p in done for k in p.trials}
-    if finished:  # each missing trial once, however the parts were chunked
-        missing = [k for k in range(exp.n_trials) if k not in finished]
-        todo = [missing[k:k + per_chunk] for k in range(0, len(missing), per_chunk)]
-    else:
-        todo = chunks
+    # each missing trial once, however the parts (if any) were chunked
+    missing = [k for k in range(exp.n_trials) if k not in finished]
+    todo = [missing[k:k + per_chunk] for k in range(0, len(missing), per_chunk)]
     if done:
         log.info("resuming: %d of %d trial(s) already done in %s", len(finished), exp.n_trials, parts.folder)
     elif parts is not None and len(todo) > 1:

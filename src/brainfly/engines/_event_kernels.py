@@ -1193,7 +1193,7 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
                         # a pending entry: most input since has advanced the crossing, and x
                         # above threshold at m_old bounds the search to the steps before it
                         ko = m_old - base
-                        if pp * apow[ko] - qq * bpow[ko] > x_th:
+                        if pp * _pow(apow, log_a, ko) - qq * _pow(bpow, log_b, ko) > x_th:
                             n_detail += 1
                             k = _crossing_by(v0 + (pp * ak_n - qb), qb / c, v0, v_th, a, b, c, log_a, log_b,
                                              apow, bpow, v_const, v_decay, v_from_g, g_decay, n_steps - 1 - n,

@@ -435,8 +435,9 @@ class EventEngine(Engine):
         hit = self._table_cache.get(key)
         if hit is not None:
             return hit
-        # a^k, b^k tabulated up to 2**16 steps (6.5 s; the main loop needs k <= rebase only): beyond,
-        # a^k < 1e-140 and the kernel's _pow computes exp(k ln a), no crossing can lie there
+        # a^k, b^k tabulated up to 2**16 steps (6.5 s): the main loop indexes k <= rebase only, and
+        # every farther power goes through the kernel's _pow (exp(k ln a) beyond the table, where
+        # a^k < 1e-140 and no crossing can lie)
         ks = np.arange(min(n_steps + 2, max(rebase + 2, _POW_TABLE_STEPS)), dtype=np.float64)
         kinv = -np.arange(rebase + 1, dtype=np.float64)
         htab, h_per_rho = K.peak_table(a, b)
