@@ -427,10 +427,17 @@ def test_silenced_network_is_derived_exactly(mode, seed):
     indptr, syn, wtab, bits = K.pack_synapses(net.indptr, net.post_idx, net.weight, 2.75e-4, mask,
                                               mask if mode == "both" else None, packed.order)
     got = packed.network
-    assert np.array_equal(got.indptr, indptr) and np.array_equal(got.syn, syn) and got.syn.dtype == syn.dtype
+    # the rows the kernel reads: syn[indptr[i]:row_end[i]]
+    rows = [got.syn[got.indptr[i]:got.row_end[i]] for i in range(net.n_neurons)]
+    assert np.array_equal(np.diff(indptr), [r.shape[0] for r in rows])
+    assert np.array_equal(np.concatenate(rows), syn) and got.syn.dtype == syn.dtype
     assert np.array_equal(got.wtab, wtab) and got.t_bits == bits
     assert np.array_equal(got.inh, K.inhibitory_rows(indptr, syn, wtab, bits))
-    assert all(not a.flags.writeable for a in (got.indptr, got.syn, got.wtab, got.orig, got.inh))
+    assert all(not a.flags.writeable for a in (got.indptr, got.syn, got.wtab, got.orig, got.inh, got.row_end))
+    if mode == "outgoing":  # no record copied: the unsilenced network's, shared
+        full = event.packed_network(net, 2.75e-4)
+        assert np.shares_memory(got.syn, full.network.syn) and np.array_equal(got.indptr, full.network.indptr)
+        assert np.array_equal(full.network.row_end, full.network.indptr[1:])
 
 
 def _fresh_caches(monkeypatch, tmp_path, min_connections=0):

@@ -66,6 +66,9 @@ class Network(NamedTuple):
     t_bits: int         #: bits of the target field
     orig: np.ndarray    #: int64 (n,): model index of internal neuron i
     inh: np.ndarray     #: bool (n,): row i is all inhibitory (delivered without queueing)
+    #: int64 (n,): row i ends at row_end[i]: indptr[i + 1], or indptr[i] where neuron i is
+    #: silenced (outgoing silencing empties a row without copying the records)
+    row_end: np.ndarray
 
 
 class Neurons(NamedTuple):
@@ -828,7 +831,7 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
     (P *= a^rebase, Q *= b^rebase for the neurons reached) so that ``a^-k``, ``b^-k`` stay
     far from overflow.
 
-    Synapses come packed by :func:`pack_synapses`: row j of ``indptr`` holds the records
+    Synapses come packed by :func:`pack_synapses`: row j (``indptr[j]`` to ``row_end[j]``) holds the records
     ``syn[k] = (code << t_bits) | 2 * target`` (``wtab[code]``: the weight in volts) of the
     connections of neuron j that deliver anything; ``inh[j]``: they are all inhibitory
     (delivered without queueing, see :func:`_deliver_inhibitory`). Neurons are numbered internally (the
@@ -854,7 +857,7 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
         Synaptic events, neurons queued for re-prediction, crossing searches, predictions,
         checks queued instead of a search.
     """
-    indptr, syn, wtab, t_bits, orig, inh = network
+    indptr, syn, wtab, t_bits, orig, inh, row_end = network
     rfc, is_driven, rel_delays = neurons
     (n_steps, delay, v0, v_th, v_rst, kick, a, b, c, v_const, v_decay, v_from_g, g_decay,
      rebase) = model
@@ -1108,7 +1111,7 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
                         # (no earlier spike of j reached them)
                         nj = slot_nrn[j]
                         row[j, 0] = n_syn2
-                        for k in range(indptr[nj], indptr[nj + 1]):
+                        for k in range(indptr[nj], row_end[nj]):
                             v = np.uint64(syn[k])
                             t = np.int64((v & t_mask) >> np.uint64(1))
                             st = slot_of[t]
