@@ -50,7 +50,7 @@ from .errors import DataError, OutputExistsError, ValidationError
 from .experiment import Experiment, load_experiment
 from .results import SpikeResult, _write_columns, merge_results
 
-__all__ = ["run", "run_many", "resolve_engine", "resolve_data", "resolve_experiment", "output_paths",
+__all__ = ["run", "run_many", "ProgressBar", "resolve_engine", "resolve_data", "resolve_experiment", "output_paths",
            "check_names_before_loading",
            "run_fingerprint"]
 
@@ -171,10 +171,19 @@ def run_fingerprint(experiment: Experiment, connectome: Connectome, engine: Engi
 
 
 # -------------------------------------------------------------------- progress
-class _Progress:
-    """A trials progress bar on stderr (only on a terminal), or the caller's callback."""
+class ProgressBar:
+    """A progress bar on stderr (only on a terminal), or the caller's callback ``(done, total)``.
 
-    def __init__(self, progress: ProgressLike, label: str, total: int, done: int) -> None:
+    Parameters
+    ----------
+    progress : bool or callable
+    label : str
+    total, done : int
+    unit : str
+        What is counted (``trials``, ``conditions``).
+    """
+
+    def __init__(self, progress: ProgressLike, label: str, total: int, done: int, unit: str = "trials") -> None:
         self.callback: ProgressCallback | None = progress if callable(progress) else None
         self.total, self.done = total, done
         self._bar: Any = None
@@ -182,9 +191,9 @@ class _Progress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+            self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                                  TimeRemainingColumn(), transient=True, console=Console(stderr=True))
-            self._task = self._bar.add_task("trials", total=total, completed=done)
+            self._task = self._bar.add_task(unit, total=total, completed=done)
             self._bar.start()
 
     def chunk(self, base: int) -> Callable[[int, int], None]:
@@ -417,7 +426,7 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
         parts.start()  # a run of one chunk keeps nothing to resume from
 
     timings: dict[str, float] = {}
-    bar = _Progress(progress, f"{eng.name} {exp.name}", exp.n_trials, len(finished)) if progress else None
+    bar = ProgressBar(progress, f"{eng.name} {exp.name}", exp.n_trials, len(finished)) if progress else None
     try:
         for n, chunk in enumerate(todo, 1):
             base = bar.done if bar is not None else 0
@@ -469,7 +478,7 @@ def run_many(experiments: Sequence[ExperimentLike], data: DataLike = None, engin
     eng.check_available()
     net = resolve_data(data, progress=progress is True)
     total = sum(e.n_trials for e in exps)
-    bar = _Progress(progress, f"{eng.name} {len(exps)} conditions", total, 0) if progress else None
+    bar = ProgressBar(progress, f"{eng.name} {len(exps)} conditions", total, 0) if progress else None
     try:
         results = eng.run_many(net, exps, progress=bar.chunk(0) if bar is not None else None)
     finally:

@@ -780,15 +780,29 @@ def resolve_neurons(connectome: Any, specs: Iterable[int | str], owner: str = "n
     [0, 2, 1]
     """
     out: list[np.ndarray] = []
+    pending: list[int] = []  # consecutive IDs, looked up together (a screen resolves thousands)
+
+    def flush() -> None:
+        if not pending:
+            return
+        ids = np.array(pending, dtype=np.int64)
+        idx = connectome.find(ids)
+        missing = np.flatnonzero(idx < 0)
+        if missing.size:
+            raise UnknownNeuronError(_missing_id_message(connectome, int(ids[missing[0]]), owner))
+        out.append(idx)
+        pending.clear()
+
     for spec in specs:
         if isinstance(spec, (bool, np.bool_)):
             raise UnknownNeuronError(f"{owner}: {spec!r} is not a FlyWire ID or neuron name")
         if isinstance(spec, (int, np.integer)):
             fid = int(spec)
-            if fid not in connectome:
+            if not -(2 ** 63) <= fid < 2 ** 63:
                 raise UnknownNeuronError(_missing_id_message(connectome, fid, owner))
-            out.append(connectome.idx_of([fid]))
+            pending.append(fid)
             continue
+        flush()
         if not isinstance(spec, str) or not spec.strip():
             raise UnknownNeuronError(f"{owner}: {spec!r} is not a FlyWire ID or neuron name")
         terms = [t for t in spec.split("&") if t.strip()]
@@ -798,6 +812,7 @@ def resolve_neurons(connectome: Any, specs: Iterable[int | str], owner: str = "n
         if idx.size == 0:
             raise UnknownNeuronError(f"{owner}: no neuron of {connectome.label} matches all of {spec!r}")
         out.append(np.asarray(idx, dtype=np.int64))
+    flush()
     return np.concatenate(out).astype(np.int64) if out else np.empty(0, dtype=np.int64)
 
 

@@ -35,10 +35,12 @@ import importlib
 from importlib import metadata as _metadata
 import logging
 import math
+import threading
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .._io import digest_text
 from .._version import __version__
 from ..errors import EngineUnavailable, UnknownEngineError, UnsupportedFeature, ValidationError, suggest
 from ..experiment import Experiment, ResolvedExperiment
@@ -115,6 +117,9 @@ class SimulationInput:
     activated_rate_hz: np.ndarray
     silenced_mask: np.ndarray
     schedule: InputSchedule | None
+    #: Content digest of the per-neuron settings (refractory steps, activated neurons), from
+    #: the values that make them: engines key per-neuron arrays on it.
+    neurons_key: str = ""
     _weight_v: np.ndarray | None = field(default=None, repr=False)
     #: Per-trial digests of the kicks handed out by :meth:`kicks` (trial -> sha256).
     kick_digests: dict[int, str] = field(default_factory=dict, repr=False)
@@ -159,11 +164,31 @@ class SimulationInput:
         if self.schedule is not None:
             keep = np.isin(self.schedule.trial, trials)
             kicks = InputSchedule(self.schedule.trial[keep], self.schedule.idx[keep], self.schedule.step[keep])
-        else:
+            self.kick_digests.update(kicks.trial_digests(self.connectome.flywire_ids, trials))
+            return kicks
+        key = digest_text("brainfly-kicks", self.connectome.content_digest,
+                          digest_text(np.ascontiguousarray(self.activated_idx, "<i8").tobytes().hex()),
+                          np.ascontiguousarray(self.activated_rate_hz, "<f8").tobytes().hex(), str(self.n_steps),
+                          float(self.params.dt_s).hex(), str(self.experiment.seed), ",".join(map(str, trials)))
+        with _KICKS_LOCK:
+            hit = _KICKS.get(key)
+        if hit is None:
             kicks = draw_poisson(self.activated_idx, self.activated_rate_hz, self.n_steps,
                                  self.params.dt_s, self.experiment.seed, trials)
-        self.kick_digests.update(kicks.trial_digests(self.connectome.flywire_ids, trials))
-        return kicks
+            hit = (kicks, kicks.trial_digests(self.connectome.flywire_ids, trials))
+            with _KICKS_LOCK:
+                _KICKS[key] = hit
+                while len(_KICKS) > 8:
+                    _KICKS.pop(next(iter(_KICKS)))
+        self.kick_digests.update(hit[1])
+        return hit[0]
+
+
+#: The last few Poisson draws by content (the connectome, the driven neurons and their
+#: rates, steps, dt, seed, trials): the conditions of a screen that drive the same neurons
+#: share one draw instead of drawing it again each.
+_KICKS: dict[str, tuple[InputSchedule, dict[int, str]]] = {}
+_KICKS_LOCK = threading.Lock()
 
 
 def prepare(connectome: Any, experiment: Experiment) -> SimulationInput:
@@ -203,6 +228,8 @@ def prepare(connectome: Any, experiment: Experiment) -> SimulationInput:
         activated_rate_hz=rates.astype(np.float64),
         silenced_mask=silenced,
         schedule=schedule,
+        neurons_key=digest_text("brainfly-neurons", str(n), str(int(params.refractory_steps)),
+                                digest_text(np.ascontiguousarray(activated, "<i8").tobytes().hex())),
     )
 
 

@@ -117,6 +117,10 @@ class PackedNetwork:
     source : str
         Where it came from: ``packed``, ``disk`` or ``derived`` (silencing applied to the
         unsilenced network).
+    order_key : str
+        Key of the unsilenced network (the numbering's content).
+    max_row : int
+        Records in the longest row.
     """
 
     network: K.Network
@@ -124,6 +128,10 @@ class PackedNetwork:
     relabel: np.ndarray
     key: str
     source: str = "packed"
+    #: Key of the unsilenced network, whose numbering (``order``) every silencing shares.
+    order_key: str = ""
+    #: Length of the longest row.
+    max_row: int = 0
 
 
 _MEMORY: "OrderedDict[str, PackedNetwork]" = OrderedDict()
@@ -229,14 +237,21 @@ def _pack(connectome: Any, w_syn: float, key: str) -> PackedNetwork:
 
 
 def _packed(indptr: np.ndarray, syn: np.ndarray, wtab: np.ndarray, t_bits: int, order: np.ndarray,
-            inh: np.ndarray, key: str, source: str, row_end: np.ndarray | None = None) -> PackedNetwork:
+            inh: np.ndarray, key: str, source: str, row_end: np.ndarray | None = None,
+            full: PackedNetwork | None = None) -> PackedNetwork:
+    """A PackedNetwork of these arrays (*full*: the unsilenced network it derives from)."""
     order = _readonly(order)
-    relabel = np.empty(order.shape[0], np.int64)
-    relabel[order] = np.arange(order.shape[0], dtype=np.int64)
+    if full is None:
+        relabel = np.empty(order.shape[0], np.int64)
+        relabel[order] = np.arange(order.shape[0], dtype=np.int64)
+    else:
+        relabel = full.relabel
     indptr = _readonly(indptr)
     row_end = indptr[1:] if row_end is None else _readonly(row_end)
     net = K.Network(indptr, _readonly(syn), _readonly(wtab), int(t_bits), order, _readonly(inh), row_end)
-    return PackedNetwork(net, order, _readonly(relabel), key, source)
+    max_row = full.max_row if full is not None else int(np.diff(indptr).max(initial=0))
+    return PackedNetwork(net, order, _readonly(relabel), key, source,
+                         order_key=full.order_key if full is not None else key, max_row=max_row)
 
 
 def _silence(full: PackedNetwork, mask: np.ndarray, both: bool, key: str) -> PackedNetwork:
@@ -255,7 +270,7 @@ def _silence(full: PackedNetwork, mask: np.ndarray, both: bool, key: str) -> Pac
         row_end[mask_int] = net.indptr[:-1][mask_int]
         inh = np.array(net.inh, dtype=np.bool_)
         inh[mask_int] = False  # an empty row is not inhibitory (inhibitory_rows' convention)
-        return _packed(net.indptr, net.syn, net.wtab, net.t_bits, full.order, inh, key, "derived", row_end)
+        return _packed(net.indptr, net.syn, net.wtab, net.t_bits, full.order, inh, key, "derived", row_end, full)
     counts = np.diff(net.indptr)
     keep = np.repeat(~mask_int, counts)
     one = net.syn.dtype.type(1)
@@ -268,7 +283,7 @@ def _silence(full: PackedNetwork, mask: np.ndarray, both: bool, key: str) -> Pac
     np.cumsum(new_counts, out=indptr[1:])
     syn = net.syn[keep]
     inh = K.inhibitory_rows(indptr, syn, net.wtab, net.t_bits)
-    return _packed(indptr, syn, net.wtab, net.t_bits, full.order, inh, key, "derived")
+    return _packed(indptr, syn, net.wtab, net.t_bits, full.order, inh, key, "derived", full=full)
 
 
 def _disk_folder(key: str) -> Path:
@@ -426,6 +441,7 @@ class EventEngine(Engine):
         self._pool: list[dict] = []
         self._pool_key: tuple[int, int] | None = None
         self._table_cache: "OrderedDict[tuple, K.Tables]" = OrderedDict()
+        self._neuron_cache: "OrderedDict[tuple, K.Neurons]" = OrderedDict()
 
     def is_available(self) -> tuple[bool, str]:
         """Available wherever this module imports (numba and numpy)."""
@@ -471,14 +487,8 @@ class EventEngine(Engine):
         n_steps = int(sim.n_steps)
         if packed is None:
             packed = packed_network(sim.connectome, co.w_syn, sim.silenced_mask, sim.experiment.silence_mode)
-        order = packed.order
-        # per-neuron arrays in the internal numbering (order[i]: model index of neuron i)
-        rfc = np.ascontiguousarray(np.asarray(sim.refractory_steps, dtype=np.int64)[order])
-        lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
-        if ((rfc == lo_r) | (rfc == hi_r)).all():  # the usual case: 0 (driven) and 22
-            rel_delays = np.unique(np.maximum(np.array([lo_r, hi_r], np.int64), 1))
-        else:
-            rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
+        kicks = sim.kicks(trials)
+        neurons = self._neurons(sim, packed, kicks)
         # one translation of the model constants (volts, steps)
         tau = p.tau_ms * 1e-3
         t_mbr = p.t_mbr_ms * 1e-3
@@ -491,11 +501,6 @@ class EventEngine(Engine):
                         float(co.g_decay), rebase)
         tables = self._tables(a, b, n_steps, rebase)
 
-        kicks = sim.kicks(trials)
-        driven = np.zeros(n, dtype=np.bool_)
-        driven[kicks.idx] = True
-        driven[sim.activated_idx] = True
-        neurons = K.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays)
         t_draw = time.perf_counter()
         # kicks of trial trials[j] are kicks[lo_j:hi_j] (the schedule is sorted by trial)
         lo_hi = [(int(np.searchsorted(kicks.trial, k, "left")), int(np.searchsorted(kicks.trial, k, "right")))
@@ -505,11 +510,37 @@ class EventEngine(Engine):
         quiet = int(round(opts.runaway_quiet_ms / p.dt_ms))
         # the neurons queued in a step, repeats included: up to a row more than all neurons
         # (the kernel drops repeats when it must), and one per kick
-        room_touched = 2 * n + 2 + int(np.diff(packed.network.indptr).max(initial=0))
+        room_touched = 2 * n + 2 + packed.max_row
         return _Plan(sim, trials, packed, neurons, model, tables, K.Runaway(window, count, quiet), kicks,
                      np.ascontiguousarray(packed.relabel[kicks.idx], dtype=np.int64),
                      np.ascontiguousarray(kicks.step, dtype=np.int64), lo_hi, room_touched,
                      inputs_s=t_draw - t0, setup_s=time.perf_counter() - t0)
+
+    def _neurons(self, sim: SimulationInput, packed: PackedNetwork, kicks: InputSchedule) -> K.Neurons:
+        """Per-neuron settings in the internal numbering (``order[i]``: model index of
+        neuron i), kept for the last few (conditions of a screen share them): keyed by the
+        content of the settings and of the numbering."""
+        driven_extra = np.setdiff1d(kicks.idx, sim.activated_idx)  # empty: kicks drive activated neurons
+        key = (packed.order_key, sim.neurons_key, driven_extra.tobytes())
+        hit = self._neuron_cache.get(key) if sim.neurons_key else None
+        if hit is not None:
+            return hit
+        order = packed.order
+        rfc = np.ascontiguousarray(np.asarray(sim.refractory_steps, dtype=np.int64)[order])
+        lo_r, hi_r = int(rfc.min(initial=0)), int(rfc.max(initial=0))
+        if ((rfc == lo_r) | (rfc == hi_r)).all():  # the usual case: 0 (driven) and 22
+            rel_delays = np.unique(np.maximum(np.array([lo_r, hi_r], np.int64), 1))
+        else:
+            rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
+        driven = np.zeros(sim.n_neurons, dtype=np.bool_)
+        driven[kicks.idx] = True
+        driven[sim.activated_idx] = True
+        neurons = K.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays)
+        if sim.neurons_key:
+            self._neuron_cache[key] = neurons
+            while len(self._neuron_cache) > 8:
+                self._neuron_cache.popitem(last=False)
+        return neurons
 
     def _workspaces(self, n_neurons: int, ring: int) -> list[dict]:
         """The pool of per-thread workspaces for networks of *n_neurons* (kept between
