@@ -12,7 +12,7 @@ import pytest
 from scipy import special, stats
 
 import brainfly
-from brainfly.contrast import EFFECT_COLUMNS, contrast, effect_table, format_contrast, q_values
+from brainfly.effects import EFFECT_COLUMNS, contrast, effect_table, format_contrast, q_values
 from brainfly.contrast_command import add_contrast_arguments, run_contrast_from_args, write_contrast
 from brainfly.errors import DataError, ValidationError
 from brainfly.experiment import Experiment, StimulusSet

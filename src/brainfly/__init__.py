@@ -14,6 +14,9 @@ Top-level names (imported on first use, so that ``import brainfly`` stays light)
 - :func:`run` (the one way to run: chunks, resume, provenance, files) and :func:`run_many`;
 - :func:`load_connectome`, :class:`Connectome`, :func:`lookup` (names, cell types, IDs);
 - :class:`SpikeResult` (``SpikeResult.read_parquet`` reads a saved spike file);
+- :func:`contrast` (two runs neuron by neuron: difference, CI, p and q);
+- :func:`screen`, :class:`Screen`, :func:`load_screen`, :class:`ScreenResult` (many
+  conditions: silencing, activation, rate and parameter sweeps, on one machine or Dask);
 - :mod:`brainfly.engines` (``available_engines()``, ``get_engine()``) and
   :mod:`brainfly.compare` (``compare_results(reference, candidate)``).
 """
@@ -39,6 +42,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SpikeResult": ("brainfly.results", "SpikeResult"),
     "engines": ("brainfly.engines", None),
     "compare": ("brainfly.compare", None),
+    "contrast": ("brainfly.effects", "contrast"),
+    "Screen": ("brainfly.screens", "Screen"),
+    "ScreenResult": ("brainfly.screens", "ScreenResult"),
+    "screen": ("brainfly.screens", "screen"),
+    "load_screen": ("brainfly.screens", "load_screen"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -286,6 +286,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "benchmark grid of engines x durations x trials"),
     "compare": ("brainfly.compare_command", "add_compare_arguments", "run_compare_from_args",
                 "compare engines' saved spikes with Brian2's"),
+    "screen": ("brainfly.screen_command", "add_screen_arguments", "run_screen_from_args",
+               "a screen: silence, activate or sweep many conditions, with effects against the base"),
+    "contrast": ("brainfly.contrast_command", "add_contrast_arguments", "run_contrast_from_args",
+                 "rates of two runs neuron by neuron: difference, Welch's t, q values"),
+    "report": ("brainfly.report_command", "add_report_arguments", "run_report_from_args",
+               "self-contained HTML report of a run, a run --versus another, or a screen folder"),
 }
 
 

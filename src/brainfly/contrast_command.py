@@ -1,7 +1,7 @@
 """Command line of the two-condition contrast: ``brainfly contrast A.parquet B.parquet``.
 
 Loads two spike files (:func:`brainfly.store.load_run`), calls
-:func:`brainfly.contrast.contrast`, prints :func:`brainfly.contrast.format_contrast` and,
+:func:`brainfly.effects.contrast`, prints :func:`brainfly.effects.format_contrast` and,
 with ``--out``, writes the whole table (CSV or parquet by the suffix) atomically.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._io import atomic_write
-from .contrast import contrast, format_contrast
+from .effects import contrast, format_contrast
 from .errors import DataError, ValidationError
 from .results import SpikeResult
 from .store import load_run
