@@ -73,7 +73,7 @@ def format_screen(result: ScreenResult, top: int = 10) -> str:
     info = result.info
     data = info.get("data", {})
     lines = [f"screen {info.get('name')!r}: {len(result.conditions)} conditions x {info['spec']['base']['n_trials']} "
-             f"trial(s) on {info.get('engine')} ({data.get('label', data.get('name'))}"
+             f"trial(s) on {info.get('engine')} ({data.get('name')}"
              f"{', SYNTHETIC connectome' if data.get('synthetic') else ''}) in "
              f"{info.get('timings', {}).get('total_s', float('nan')):.1f} s -> {result.folder}"]
     eff = result.top(top)
@@ -83,8 +83,8 @@ def format_screen(result: ScreenResult, top: int = 10) -> str:
     n_sig = int((result.effects["q_value"] < 0.05).sum())
     lines.append(f"{n_sig} condition x readout pair(s) with q < 0.05; strongest:")
     for row in eff.itertuples():
-        name = row.name or str(row.flywire_id)
-        lines.append(f"  {row.label:<40.40} {name:<12.12} {row.base_mean_hz:8.2f} -> {row.mean_hz:8.2f} Hz "
+        name = f"{row.name} {row.flywire_id}" if row.name else str(row.flywire_id)
+        lines.append(f"  {row.label:<36.36} {name:<24.24} {row.base_mean_hz:8.2f} -> {row.mean_hz:8.2f} Hz "
                      f"(diff {row.diff_hz:+.2f}, 95% CI {row.ci_low_hz:+.2f}..{row.ci_high_hz:+.2f}, q {row.q_value:.2g})")
     return "\n".join(lines)
 
