@@ -21,13 +21,13 @@ import numpy as np
 from ..connectome import Connectome, load_connectome
 from ..connectome.shuffle import shuffled_connectome
 from ..engines.base import Engine, get_engine
-from ..errors import DataError, ValidationError
+from ..errors import DataError, ValidationError, suggest
 from ..experiment import Experiment
 from ..runner import run_many
 from .tables import TABLES, concat_columns, condition_tables, readout_labels
 
 __all__ = ["DataRef", "ChunkTask", "ChunkOutput", "run_chunk", "Executor", "InProcess", "DaskExecutor",
-           "make_executor", "jobqueue_cluster", "JOBQUEUE_SYSTEMS"]
+           "make_executor", "check_scheduler", "jobqueue_cluster", "JOBQUEUE_SYSTEMS"]
 
 _LOCK = threading.Lock()
 _NETWORKS: dict[str, Connectome] = {}
@@ -185,7 +185,9 @@ class DaskExecutor(Executor):
                                       "address, or leave --scheduler out for an embedded cluster") from None
             self.name = f"dask {address}"
         else:
-            self._own = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+            # the scheduler's HTTP server (dashboard) on a free loopback port: never a fixed, public one
+            self._own = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                     dashboard_address="127.0.0.1:0")
             self.client = Client(self._own)
             self.name = "dask embedded"
         self.n_workers = max(1, len(self.client.scheduler_info().get("workers", {})))
@@ -248,6 +250,22 @@ def jobqueue_cluster(system: str, jobs: int = 1, **kwargs: Any) -> Any:
     return cluster
 
 
+def check_scheduler(scheduler: str | None | Any) -> None:
+    """Refuse a scheduler argument that :func:`make_executor` cannot use, starting nothing
+    (a screen checks it before it writes anything)."""
+    if scheduler is None or not isinstance(scheduler, str):
+        return
+    if scheduler in ("in-process", "none", "no", "local", "embedded") or scheduler in JOBQUEUE_SYSTEMS:
+        return
+    if "://" not in scheduler and ":" not in scheduler:
+        raise ValidationError(f"screen: scheduler {scheduler!r} is not a scheduler address (tcp://HOST:PORT), "
+                              f"'local' (an embedded Dask cluster), 'in-process', or a batch system "
+                              f"({', '.join(sorted(JOBQUEUE_SYSTEMS))}).{suggest(scheduler, _NAMES)}")
+
+
+_NAMES = ("in-process", "local", *JOBQUEUE_SYSTEMS)
+
+
 def make_executor(scheduler: str | None | Any, workers: int = 1) -> Executor:
     """An executor from ``in-process``, ``local``/None (embedded Dask), an address, a batch
     system of :data:`JOBQUEUE_SYSTEMS` (*workers* jobs), or a cluster object."""
@@ -260,8 +278,6 @@ def make_executor(scheduler: str | None | Any, workers: int = 1) -> Executor:
         ex._own = ex._cluster  # started here: closed here
         return ex
     if isinstance(scheduler, str):
-        if "://" not in scheduler and ":" not in scheduler:
-            raise ValidationError(f"screen: scheduler {scheduler!r} is not a scheduler address (tcp://HOST:PORT), "
-                                  "'local' (an embedded Dask cluster) or 'in-process'")
+        check_scheduler(scheduler)
         return DaskExecutor(address=scheduler)
     return DaskExecutor(cluster=scheduler)

@@ -28,7 +28,7 @@ from ..connectome import Connectome
 from ..engines.base import Engine
 from ..errors import DataError, ValidationError
 from ..runner import DataLike, ProgressBar, resolve_data, resolve_engine, run_many
-from .cluster import ChunkTask, DataRef, Executor, make_executor
+from .cluster import ChunkTask, DataRef, Executor, check_scheduler, make_executor
 from .spec import Condition, Screen, load_screen
 from .tables import TABLES, effects_table
 
@@ -283,6 +283,7 @@ def screen(spec: ScreenLike, data: DataLike = None, engine: str | Engine = "even
     """
     t0 = time.perf_counter()
     sc = resolve_screen(spec)
+    check_scheduler(scheduler)
     eng = resolve_engine(engine, engine_options)
     eng.check_available()
     net = resolve_data(data, progress=progress is True)

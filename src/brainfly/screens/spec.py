@@ -476,8 +476,11 @@ class Screen:
 
     @property
     def digest(self) -> str:
-        """Content digest of the spec (canonical JSON of :meth:`to_dict`)."""
-        return digest_text("brainfly-screen", json.dumps(self.to_dict(), sort_keys=True, default=str))
+        """Content digest of what the spec computes (canonical JSON of :meth:`to_dict`, less
+        ``max_conditions``, a safety limit that changes no number: raising it resumes)."""
+        d = self.to_dict()
+        d.pop("max_conditions")
+        return digest_text("brainfly-screen", json.dumps(d, sort_keys=True, default=str))
 
     @property
     def n_conditions_hint(self) -> int | None:
@@ -531,7 +534,11 @@ class Screen:
             cols = _empty_columns()
             parts = []
             for v, (label, apply, col) in zip(self.vary, combo):
-                exp = apply(exp)
+                try:
+                    exp = apply(exp)
+                except ValidationError as exc:
+                    raise ValidationError(f"{owner}: condition {cid} ({'; '.join(parts + [label])}): {exc}; drop "
+                                          "that value from the [[vary]] table") from None
                 cols.update(col)
                 parts.append(label)
             exp = exp.with_(name=f"{self.name}-{cid}")
