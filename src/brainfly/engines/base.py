@@ -357,6 +357,9 @@ class Engine(ABC):
     #: the next starts, so an interrupted run resumes): small for slow engines, large for
     #: engines that batch trials (a GPU batch wants all of them at once).
     trials_per_chunk: ClassVar[int] = 8
+    #: Conditions a screen hands to one ``run_many`` call (a chunk, written when done):
+    #: engines that batch conditions take many; slow ones few, so that a chunk ends soon.
+    conditions_per_chunk: int = 64
     #: Engines of one family draw identical input of their own for the same seed (Brian2's
     #: runtime and standalone modes): their input fingerprints agree, so identity is expected.
     input_family: ClassVar[str] = ""

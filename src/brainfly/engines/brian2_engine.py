@@ -458,6 +458,7 @@ class Brian2Engine(Engine):
     description: ClassVar[str] = "Brian2 (reference; runtime mode, numpy/cython code generation)"
     _fixed_mode: ClassVar[str | None] = None
     Options: ClassVar[type[EngineOptions]] = None  # type: ignore[assignment]  # set below the class
+    conditions_per_chunk = 2  # a condition costs seconds to minutes: write each few as they finish
 
     def __init__(self, options: EngineOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

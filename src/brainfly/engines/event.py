@@ -438,6 +438,7 @@ class EventEngine(Engine):
     def __init__(self, options: EventOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         self._pool_lock = threading.Lock()
+        self._plan_lock = threading.Lock()
         self._pool: list[dict] = []
         self._pool_key: tuple[int, int] | None = None
         self._table_cache: "OrderedDict[tuple, K.Tables]" = OrderedDict()
@@ -640,7 +641,8 @@ class EventEngine(Engine):
         if not sims:
             return []
         t0 = time.perf_counter()
-        plans = [self._plan(sim, trials) for sim, trials in zip(sims, trial_lists)]
+        with self._plan_lock:  # the caches of plans are shared by concurrent batches (a screen's chunks)
+            plans = [self._plan(sim, trials) for sim, trials in zip(sims, trial_lists)]
         n = sims[0].n_neurons
         if any(sim.n_neurons != n for sim in sims):
             raise ValidationError("engine 'event': the conditions of one batch must share one connectome")

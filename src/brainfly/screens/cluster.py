@@ -11,6 +11,7 @@ digest) - never once per task.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, as_completed
 import json
 import threading
 from dataclasses import dataclass, field
@@ -143,14 +144,29 @@ class Executor:
         return {"scheduler": self.name, "n_workers": self.n_workers}
 
 
+#: Chunks run at once in one process: two, so that one chunk's Python work (plans, tables)
+#: overlaps the other's simulation, which runs outside the GIL on the engine's threads.
+CHUNKS_AT_ONCE = 2
+
+
 class InProcess(Executor):
-    """Chunks one after the other in this process (the engine's own threads do the rest)."""
+    """Chunks in this process, :data:`CHUNKS_AT_ONCE` at a time (the engine's own threads
+    spread each chunk's trials over the cores)."""
 
     name = "in-process"
 
     def map(self, tasks: Sequence[ChunkTask], data: Connectome | DataRef) -> Iterator[ChunkOutput]:
-        for task in tasks:
-            yield run_chunk(task, data)
+        if len(tasks) <= 1:
+            for task in tasks:
+                yield run_chunk(task, data)
+            return
+        pool = ThreadPoolExecutor(max_workers=CHUNKS_AT_ONCE, thread_name_prefix="brainfly-screen")
+        try:
+            futures = [pool.submit(run_chunk, t, data) for t in tasks]
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class DaskExecutor(Executor):
@@ -186,7 +202,7 @@ class DaskExecutor(Executor):
             self.name = f"dask {address}"
         else:
             # the scheduler's HTTP server (dashboard) on a free loopback port: never a fixed, public one
-            self._own = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+            self._own = LocalCluster(n_workers=1, threads_per_worker=CHUNKS_AT_ONCE, processes=False,
                                      dashboard_address="127.0.0.1:0")
             self.client = Client(self._own)
             self.name = "dask embedded"

@@ -307,7 +307,7 @@ def screen(spec: ScreenLike, data: DataLike = None, engine: str | Engine = "even
     if chunk_conditions is not None and (isinstance(chunk_conditions, bool) or not isinstance(chunk_conditions, int)
                                          or chunk_conditions < 1):
         raise ValidationError(f"screen: chunk_conditions must be an integer >= 1 (got {chunk_conditions!r})")
-    size = chunk_conditions or int(getattr(eng, "conditions_per_chunk", 64))
+    size = chunk_conditions or int(eng.conditions_per_chunk)
     fingerprint = digest_text("brainfly-screen-run", sc.digest, net.content_digest, eng.name,
                               json.dumps(options, sort_keys=True, default=str), __version__, str(bool(save_spikes)))
     info: dict[str, Any] = {

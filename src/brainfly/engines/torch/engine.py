@@ -247,6 +247,12 @@ class TorchEngine(Engine):
 
     options: TorchOptions
 
+    @property
+    def conditions_per_chunk(self) -> int:
+        """Conditions a screen hands over at once: on a GPU a whole screen of 1,024 conditions
+        is one batch (its rows: ``batch_size``); on the CPU a few, as memory grows with rows."""
+        return 1024 if self.config.device != "cpu" else 16
+
     def __init__(self, options: TorchOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         self.config = self.options.resolve()
