@@ -232,6 +232,28 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001
             log.error("screen failed: %s", traceback.format_exc())
             rec.add({"label": "screen", "error": f"{type(exc).__name__}: {exc}"})
+    # 4b. the screen target: 1,024 conditions x 1 s through brainfly.screen, one GPU batch
+    if left() > 60:
+        try:
+            from brainfly.screens import Screen, screen
+
+            sc = Screen(base=Experiment(name="sugar-base", stimuli=(StimulusSet(SUGAR_GRNS_783, 200.0),),
+                                        t_run=1.0, n_trials=1, seed=1),
+                        readout=["MN9"], name="gpu-silencing-1024", max_conditions=100_000,
+                        vary=[{"kind": "silence", "select": {"upstream_of": ["MN9"], "max_hops": 3, "limit": 1023}}])
+            out_dir = Path(args.out).parent / "screen_1024"
+            res = screen(sc, net, engine="torch", out=out_dir, scheduler="in-process", overwrite=True,
+                         progress=False, **{**dflt, "batch_size": 1024, "compile": False})
+            t = res.info["timings"]
+            n = len(res.conditions)
+            rec.add({"label": f"screen: {n} silencing conditions x 1 trial x 1 s via brainfly.screen, torch cuda",
+                     "timings": t, "trial_seconds_per_second": round(n / t["run_s"], 1),
+                     "target_trial_seconds_per_second": 1000,
+                     "distinct_spike_counts": int(res.summary["n_spikes"].nunique())})
+            log.info("screen of %d conditions x 1 s: run %.2f s", n, t["run_s"])
+        except Exception as exc:  # noqa: BLE001
+            log.error("screen 1024 failed: %s", traceback.format_exc())
+            rec.add({"label": "screen 1024", "error": f"{type(exc).__name__}: {exc}"})
     # 5. variants
     if not args.quick:
         measure(f"float64 graph sync-free, {M} trials",
