@@ -17,6 +17,7 @@ Top-level names (imported on first use, so that ``import brainfly`` stays light)
 - :func:`contrast` (two runs neuron by neuron: difference, CI, p and q);
 - :func:`screen`, :class:`Screen`, :func:`load_screen`, :class:`ScreenResult` (many
   conditions: silencing, activation, rate and parameter sweeps, on one machine or Dask);
+- :class:`Simulation` (a live, steppable brain for closed loops: input in, spikes out);
 - :mod:`brainfly.engines` (``available_engines()``, ``get_engine()``) and
   :mod:`brainfly.compare` (``compare_results(reference, candidate)``).
 """
@@ -47,6 +48,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "ScreenResult": ("brainfly.screens", "ScreenResult"),
     "screen": ("brainfly.screens", "screen"),
     "load_screen": ("brainfly.screens", "load_screen"),
+    "Simulation": ("brainfly.simulation", "Simulation"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -77,6 +77,9 @@ class Neurons(NamedTuple):
     rfc: np.ndarray         #: int64 (n,): refractory steps (0: driven)
     driven: np.ndarray      #: bool (n,): receives external input (not counted by runaway)
     rel_delays: np.ndarray  #: int64: the distinct max(rfc, 1), steps from spike to release
+    #: bool (n,): spikes delivered to nobody (a live simulation's silencing, changed between
+    #: calls; a run's silencing is in the packed rows instead and leaves this all False)
+    silenced: np.ndarray
 
 
 class Model(NamedTuple):
@@ -110,6 +113,28 @@ class Tables(NamedTuple):
     h_per_rho: float
 
 
+class Span(NamedTuple):
+    """The steps one call simulates: ``n_start`` to ``n_stop`` (exclusive), with
+    ``model.n_steps`` the horizon of the predictions (the trial's length). ``step0``: the
+    step of ``step_ptr[0]`` (a live simulation drops old steps). ``fresh``: start from the
+    initial state (else from ``ws.state``, saved by the previous call); ``finish``: return
+    the trial's outputs and restore the workspace to its initial state (else save the
+    state for the next call and leave the spike record in slots)."""
+
+    n_start: int
+    n_stop: int
+    step0: int
+    fresh: bool
+    finish: bool
+
+
+#: Fields of ``ws.state`` (int64) that carry a simulation from one call to the next; the
+#: runaway window's counts follow from STATE_WIN.
+(ST_N_E, ST_FREE_E, ST_N_SP, ST_N_REACHED, ST_N_SYN2, ST_WIN_SUM, ST_SLOT, ST_RUNAWAY_KIND, ST_RUNAWAY_ONSET,
+ ST_N_EVENTS, ST_N_PRED, ST_N_DETAIL, ST_N_HIT, ST_N_CHECK, ST_BASE) = range(15)
+STATE_WIN = 16
+
+
 class Drive(NamedTuple):
     """A trial's Poisson kicks, sorted by step: internal neuron and step (int64, writable)."""
 
@@ -140,6 +165,7 @@ class Workspace(NamedTuple):
     nrn_inh: np.ndarray
     row: np.ndarray
     syn2: np.ndarray
+    state: np.ndarray  #: int64 (STATE_WIN + runaway window,): see :class:`Span`
 
 
 class Runaway(NamedTuple):
@@ -185,7 +211,8 @@ def new_workspace(n_neurons: int, ring: int = 1024) -> dict:
             "slot_of": _huge_zeros(n, np.int32, -1), "slot_nrn": _huge_zeros(n, np.int64),
             "nrn_rfc": _huge_zeros(n, np.int64), "nrn_orig": _huge_zeros(n, np.int64),
             "nrn_drv": _huge_zeros(n, np.uint8), "nrn_inh": _huge_zeros(n, np.uint8),
-            "row": _huge_zeros((n, 2), np.int64), "syn2": np.zeros(0, np.uint32)}
+            "row": _huge_zeros((n, 2), np.int64), "syn2": np.zeros(0, np.uint32),
+            "state": np.zeros(STATE_WIN, np.int64)}
 
 
 def pack_synapses(indptr: np.ndarray, post: np.ndarray, weight: np.ndarray, w_scale: float,
@@ -805,8 +832,9 @@ def _take_slot(t, st, n, slot_of, slot_nrn, meta, rfc, orig, is_driven, inh, nrn
 
 
 @njit(**_KERNEL, boundscheck=False)
-def run_trial(network, neurons, model, tables, drive, ws, runaway):
-    """Simulate one trial; returns spikes, the propagation front and the runaway verdict.
+def run_trial(network, neurons, model, tables, drive, ws, runaway, span):
+    """Simulate one trial (or the steps of *span*, see :class:`Span`); returns spikes, the
+    propagation front and the runaway verdict.
 
     State of neuron i (free trajectory; steps n counted from the current base step B):
     ``x(n) = P a^(n-B) - Q b^(n-B)``, ``g(n) = Q b^(n-B) / c``, with ``(P, Q) = hot[i]``.
@@ -858,13 +886,14 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
         checks queued instead of a search.
     """
     indptr, syn, wtab, t_bits, orig, inh, row_end = network
-    rfc, is_driven, rel_delays = neurons
+    rfc, is_driven, rel_delays, silenced = neurons
+    n_start, n_stop, step0, fresh, finish = span
     (n_steps, delay, v0, v_th, v_rst, kick, a, b, c, v_const, v_decay, v_from_g, g_decay,
      rebase) = model
     apow, bpow, ainv, binv, htab, h_per_rho = tables
     kick_idx, kick_step = drive
     (hot, flags, meta, pred, head, e_nrn, e_step, e_next, sp_idx, sp_step, step_ptr, touched,
-     slot_of, slot_nrn, nrn_rfc, nrn_orig, nrn_drv, nrn_inh, row, syn2) = ws
+     slot_of, slot_nrn, nrn_rfc, nrn_orig, nrn_drv, nrn_inh, row, syn2, state) = ws
     runaway_window, runaway_count, runaway_quiet = runaway
     log_a = math.log(a)
     log_b = math.log(b)
@@ -873,8 +902,9 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
     ring = head.shape[0]
     ring_mask = ring - 1
     t_mask = (np.uint64(1) << np.uint64(t_bits)) - np.uint64(1)
-    for r in range(ring):
-        head[r] = -1
+    if fresh:
+        for r in range(ring):
+            head[r] = -1
     # Buffers are sized so that no array is reassigned inside an inner loop (numba then
     # reloads it on every iteration, several times slower): a neuron enters ``touched``
     # at most once per step, takes a slot at most once per trial; the spike record and the prediction
@@ -888,7 +918,6 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
     n_e = np.int64(0)
     free_e = -1
     n_sp = np.int64(0)
-    step_ptr[0] = 0
     n_reached = np.int64(0)  # slots taken
     n_syn2 = np.int64(0)
     n_kicks = kick_idx.shape[0]
@@ -907,12 +936,32 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
     n_detail = 0
     n_hit = 0
     n_check = 0
+    base = 0
+    if fresh:
+        step_ptr[n_start - step0] = 0
+    else:  # the state the previous call saved
+        n_e = state[ST_N_E]
+        free_e = state[ST_FREE_E]
+        n_sp = state[ST_N_SP]
+        n_reached = state[ST_N_REACHED]
+        n_syn2 = state[ST_N_SYN2]
+        win_sum = state[ST_WIN_SUM]
+        slot = state[ST_SLOT]
+        runaway_kind = state[ST_RUNAWAY_KIND]
+        runaway_onset = state[ST_RUNAWAY_ONSET]
+        n_events = state[ST_N_EVENTS]
+        n_pred = state[ST_N_PRED]
+        n_detail = state[ST_N_DETAIL]
+        n_hit = state[ST_N_HIT]
+        n_check = state[ST_N_CHECK]
+        base = state[ST_BASE]
+        for q in range(runaway_window):
+            win[q] = state[STATE_WIN + q]
     # slope bound of the free trajectory: x(k) - max(x, 0) <= c g k ln(a/b) (rounded up)
     slope = math.log(a / b) * (1.0 + 1e-9) if a > b else math.inf
-    base = 0
 
-    n_lo = 0
-    while n_lo < n_steps:
+    n_lo = n_start
+    while n_lo < n_stop:
         # the buffers grow here, outside the loop over steps: an array reassigned inside
         # it costs reference counting in every step
         if n_sp + n_neurons > sp_idx.shape[0]:
@@ -925,8 +974,8 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
         cap_sp = sp_idx.shape[0]
         cap_e = e_nrn.shape[0]
         n_first = n_lo
-        n_lo = n_steps
-        for n in range(n_first, n_steps):
+        n_lo = n_stop
+        for n in range(n_first, n_stop):
             # ---------------------------------------------------------------- 0. rebase
             if n - base >= rebase:
                 shift = n - base
@@ -1061,7 +1110,7 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
                 hot[i, 1] = 0.0
                 if not nrn_drv[i]:
                     n_new += 1
-            step_ptr[n + 1] = n_sp
+            step_ptr[n + 1 - step0] = n_sp
             if runaway_window > 0:
                 win_sum += n_new - win[slot]
                 win[slot] = n_new
@@ -1088,9 +1137,9 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
             for d in range(rel_delays.shape[0]):
                 rd = rel_delays[d]
                 src = n - rd
-                if src < 0:
+                if src < step0:
                     continue
-                for p in range(step_ptr[src], step_ptr[src + 1]):
+                for p in range(step_ptr[src - step0], step_ptr[src + 1 - step0]):
                     i = sp_idx[p]
                     r = nrn_rfc[i]
                     if (r if r > 1 else 1) == rd:
@@ -1102,8 +1151,8 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
             # (A, or x when g <= 0, above threshold).
             n_touched = np.int64(0)
             src = n - delay
-            if src >= 0:
-                for p in range(step_ptr[src], step_ptr[src + 1]):
+            if src >= step0:
+                for p in range(step_ptr[src - step0], step_ptr[src + 1 - step0]):
                     j = sp_idx[p]
                     if meta[j, 3] == src:
                         # the first spike of j: its row, with the targets as slots; the
@@ -1123,6 +1172,8 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
                             syn2[n_syn2] = (v & ~t_mask) | (np.uint64(st) << np.uint64(1))
                             n_syn2 += 1
                         row[j, 1] = n_syn2
+                    if silenced[slot_nrn[j]]:
+                        continue  # silenced (live): its spikes reach nobody
                     k0 = row[j, 0]
                     k1 = row[j, 1]
                     n_events += k1 - k0
@@ -1245,6 +1296,33 @@ def run_trial(network, neurons, model, tables, drive, ws, runaway):
             for q in range(n_touched):
                 flags[touched[q] >> 1] &= ~SEEN
 
+    if not finish:
+        # save the state for the next call; the spike record stays in slots (the steps to
+        # come deliver and release from it)
+        state[ST_N_E] = n_e
+        state[ST_FREE_E] = free_e
+        state[ST_N_SP] = n_sp
+        state[ST_N_REACHED] = n_reached
+        state[ST_N_SYN2] = n_syn2
+        state[ST_WIN_SUM] = win_sum
+        state[ST_SLOT] = slot
+        state[ST_RUNAWAY_KIND] = runaway_kind
+        state[ST_RUNAWAY_ONSET] = runaway_onset
+        state[ST_N_EVENTS] = n_events
+        state[ST_N_PRED] = n_pred
+        state[ST_N_DETAIL] = n_detail
+        state[ST_N_HIT] = n_hit
+        state[ST_N_CHECK] = n_check
+        state[ST_BASE] = base
+        for q in range(runaway_window):
+            state[STATE_WIN + q] = win[q]
+        counters[0] = n_events
+        counters[1] = n_pred
+        counters[2] = n_detail
+        counters[3] = n_hit
+        counters[4] = n_check
+        return (sp_idx, sp_step, n_sp, slot_nrn, np.empty(0, np.int64), np.empty(0, np.int64), n_reached,
+                runaway_kind, runaway_onset, counters, e_nrn, e_step, e_next)
     # outputs, then restore the workspace to the initial state for the next trial
     for p in range(n_sp):  # slots -> neurons
         sp_idx[p] = slot_nrn[sp_idx[p]]

@@ -481,7 +481,6 @@ class EventEngine(Engine):
     def _plan(self, sim: SimulationInput, trials: list[int], packed: PackedNetwork | None = None) -> _Plan:
         """Records of one condition (packed network, neurons, constants, tables, kicks)."""
         t0 = time.perf_counter()
-        opts = self.options
         co = sim.coeffs
         p = sim.params
         n = sim.n_neurons
@@ -490,32 +489,41 @@ class EventEngine(Engine):
             packed = packed_network(sim.connectome, co.w_syn, sim.silenced_mask, sim.experiment.silence_mode)
         kicks = sim.kicks(trials)
         neurons = self._neurons(sim, packed, kicks)
-        # one translation of the model constants (volts, steps)
+        model, tables = self.model_and_tables(co, p, int(sim.delay_steps), n_steps)
+
+        t_draw = time.perf_counter()
+        # kicks of trial trials[j] are kicks[lo_j:hi_j] (the schedule is sorted by trial)
+        lo_hi = [(int(np.searchsorted(kicks.trial, k, "left")), int(np.searchsorted(kicks.trial, k, "right")))
+                 for k in trials]
+        # the neurons queued in a step, repeats included: up to a row more than all neurons
+        # (the kernel drops repeats when it must), and one per kick
+        room_touched = 2 * n + 2 + packed.max_row
+        return _Plan(sim, trials, packed, neurons, model, tables, self.runaway(p), kicks,
+                     np.ascontiguousarray(packed.relabel[kicks.idx], dtype=np.int64),
+                     np.ascontiguousarray(kicks.step, dtype=np.int64), lo_hi, room_touched,
+                     inputs_s=t_draw - t0, setup_s=time.perf_counter() - t0)
+
+    def model_and_tables(self, co: Any, p: Any, delay_steps: int, n_steps: int) -> tuple[K.Model, K.Tables]:
+        """The kernel's constants (volts, steps; *n_steps*: the horizon of predictions) and
+        power tables, from the step coefficients *co* and parameters *p*."""
         tau = p.tau_ms * 1e-3
         t_mbr = p.t_mbr_ms * 1e-3
         a, b = float(co.v_decay), float(co.g_decay)
         c = tau / (t_mbr - tau)
         # B moves every `rebase` steps: as seldom as keeps a^-k, b^-k below ~1e61
         rebase = int(max(1, min(n_steps + 1, _REBASE_LOG / -np.log(min(a, b)))))
-        model = K.Model(n_steps, int(sim.delay_steps), float(co.v_0), float(co.v_th), float(co.v_rst),
+        model = K.Model(int(n_steps), int(delay_steps), float(co.v_0), float(co.v_th), float(co.v_rst),
                         float(co.kick), a, b, float(c), float(co.v_const), float(co.v_decay), float(co.v_from_g),
                         float(co.g_decay), rebase)
-        tables = self._tables(a, b, n_steps, rebase)
+        return model, self._tables(a, b, int(n_steps), rebase)
 
-        t_draw = time.perf_counter()
-        # kicks of trial trials[j] are kicks[lo_j:hi_j] (the schedule is sorted by trial)
-        lo_hi = [(int(np.searchsorted(kicks.trial, k, "left")), int(np.searchsorted(kicks.trial, k, "right")))
-                 for k in trials]
+    def runaway(self, p: Any, quiet: bool = True) -> K.Runaway:
+        """The runaway detection's settings in steps (*quiet*: also the criterion of spikes
+        long after the last input, which needs all the input known in advance)."""
+        opts = self.options
         window = int(round(opts.runaway_window_ms / p.dt_ms))
         count = int(opts.runaway_spikes_per_s * window * p.dt_s)
-        quiet = int(round(opts.runaway_quiet_ms / p.dt_ms))
-        # the neurons queued in a step, repeats included: up to a row more than all neurons
-        # (the kernel drops repeats when it must), and one per kick
-        room_touched = 2 * n + 2 + packed.max_row
-        return _Plan(sim, trials, packed, neurons, model, tables, K.Runaway(window, count, quiet), kicks,
-                     np.ascontiguousarray(packed.relabel[kicks.idx], dtype=np.int64),
-                     np.ascontiguousarray(kicks.step, dtype=np.int64), lo_hi, room_touched,
-                     inputs_s=t_draw - t0, setup_s=time.perf_counter() - t0)
+        return K.Runaway(window, count, int(round(opts.runaway_quiet_ms / p.dt_ms)) if quiet else 0)
 
     def _neurons(self, sim: SimulationInput, packed: PackedNetwork, kicks: InputSchedule) -> K.Neurons:
         """Per-neuron settings in the internal numbering (``order[i]``: model index of
@@ -536,7 +544,7 @@ class EventEngine(Engine):
         driven = np.zeros(sim.n_neurons, dtype=np.bool_)
         driven[kicks.idx] = True
         driven[sim.activated_idx] = True
-        neurons = K.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays)
+        neurons = K.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays, np.zeros(sim.n_neurons, np.bool_))
         if sim.neurons_key:
             self._neuron_cache[key] = neurons
             while len(self._neuron_cache) > 8:
@@ -620,7 +628,8 @@ class EventEngine(Engine):
         """The records :func:`_event_kernels.run_trial` takes, for kicks lo..hi-1 of *plan*."""
         model = plan.model if n_steps == plan.model.n_steps else plan.model._replace(n_steps=n_steps)
         return (plan.packed.network, plan.neurons, model, plan.tables,
-                K.Drive(plan.kick_idx[lo:hi], plan.kick_step[lo:hi]), K.Workspace(**ws), plan.runaway)
+                K.Drive(plan.kick_idx[lo:hi], plan.kick_step[lo:hi]), K.Workspace(**ws), plan.runaway,
+                K.Span(0, int(n_steps), 0, True, True))
 
     def _kernel(self, plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
         out = K.run_trial(*self._args(plan, ws, lo, hi, n_steps))
