@@ -135,7 +135,9 @@ def _advance(live, n_stop, dt):
     sp_idx = out[0]
     sp_step = out[1]
     n_sp = out[2]
-    ws = _with_buffers(ws, step_ptr, sp_idx, sp_step, out[10], out[11], out[12])
+    if (sp_idx.shape[0] != ws.sp_idx.shape[0] or sp_step.shape[0] != ws.sp_step.shape[0]
+            or out[10].shape[0] != ws.e_nrn.shape[0]):
+        ws = _with_buffers(ws, step_ptr, sp_idx, sp_step, out[10], out[11], out[12])  # they grew
     k = n_sp - sp_first
     fids = np.empty(k, np.int64)
     idx = np.empty(k, np.int64)
