@@ -732,3 +732,23 @@ def test_raising_max_conditions_keeps_the_screen_resumable():
     b = Screen(base=BASE_EXP, readout=[1020], vary=[{"kind": "rate", "values": [50, 100]}], max_conditions=500)
     c = Screen(base=BASE_EXP, readout=[1020], vary=[{"kind": "rate", "values": [50, 101]}], max_conditions=5)
     assert a.digest == b.digest and a.digest != c.digest
+
+
+def test_torch_screens_give_the_event_engines_numbers(tmp_path):
+    """The torch engine (CPU, float64: exact) runs a screen's chunk as one batch of
+    conditions (silencing as per-row masks) and gives the event engine's readout."""
+    import pandas as pd
+
+    from brainfly.testing.networks import random_network
+
+    net, driven = random_network(60, 6, seed=2)
+    ids = [int(i) for i in net.flywire_ids[driven]]
+    base = Experiment(name="b", stimuli=(StimulusSet(tuple(ids), 150.0),), t_run=0.1, n_trials=3, seed=1)
+    sc = Screen(base=base, readout=[int(net.flywire_ids[50]), int(net.flywire_ids[55])],
+                vary=[{"kind": "silence", "neurons": [int(net.flywire_ids[k]) for k in range(10, 20)]}])
+    a = screen(sc, net, engine="event", out=tmp_path / "event", scheduler="in-process", progress=False)
+    b = screen(sc, net, engine="torch", out=tmp_path / "torch", scheduler="in-process", progress=False)
+    assert b.info["chunk_conditions"] == 16  # torch on CPU: 16 conditions a batch
+    pd.testing.assert_frame_equal(a.readout, b.readout)
+    pd.testing.assert_frame_equal(a.effects, b.effects)
+    assert a.readout["mean_hz"].gt(0).any()
