@@ -200,3 +200,17 @@ def test_full_size_pieces_equal_the_run(tmp_path):
     while sim.step < 5000:
         outs.append(sim.advance_steps(int(min(rng.integers(1, 40), 5000 - sim.step))))
     assert _spikes(outs) == _run_with_schedule(net, sim, tmp_path, 5000)
+
+
+def test_a_change_of_rates_draws_a_small_block_first():
+    """A loop that changes rates every step must not pay for long draws it then drops: after
+    a change the blocks start at FIRST_BLOCK_STEPS and double."""
+    net = _network(0)
+    sim = Simulation(net, seed=1, rates={int(BASE): 100.0})
+    for k in range(5):
+        sim.set_rates({int(BASE): 100.0 + k})
+        at = sim.step
+        sim.advance_steps(1)
+        assert sim._drawn_until - at == Simulation.FIRST_BLOCK_STEPS
+    sim.advance_steps(100)
+    assert sim._drawn_until - at == sum(Simulation.FIRST_BLOCK_STEPS * 2 ** j for j in range(3))

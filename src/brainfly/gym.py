@@ -235,8 +235,7 @@ class BrainEnv(gymnasium.Env):
             As :meth:`step` gives.
         """
         super().reset(seed=seed)
-        self.sim.seed = int(self.np_random.integers(2 ** 63 - 1))
-        self.sim.reset()
+        self.sim.reset(seed=int(self.np_random.integers(2 ** 63 - 1)))
         self._rates_hz[:] = -1.0
         self._n = 0
         self._ready = True

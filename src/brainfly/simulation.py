@@ -110,8 +110,10 @@ class Simulation:
     window_ms : float
     """
 
-    #: Steps of Poisson draws made at once (fewer for many driven neurons).
+    #: Steps of Poisson draws made at once (fewer for many driven neurons); after a change
+    #: of rates the blocks start at FIRST_BLOCK_STEPS and double.
     DRAW_BLOCK_STEPS = 2000
+    FIRST_BLOCK_STEPS = 16
 
     def __init__(self, data: DataLike = None, engine: str = "event", params: ModelParams | None = None, seed: int = 0,
                  *, rates: Mapping[Any, float] | None = None, activated: NeuronsLike = (),
@@ -168,6 +170,8 @@ class Simulation:
     def _start_inputs(self) -> None:
         self._rate_idx = np.empty(0, np.int64)
         self._rate_p = np.empty(0, np.float64)
+        self._runaway_kind = 0
+        self._block = self.DRAW_BLOCK_STEPS
         self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.trial, 0x11FE])))
         # the kicks to come, by source (model index, step): Poisson draws made up to
         # _drawn_until; schedule rows and single kicks. The stepper holds them merged.
@@ -200,9 +204,9 @@ class Simulation:
     @property
     def runaway(self) -> dict[str, Any] | None:
         """The runaway detection's verdict so far (None: none), as a run records it."""
+        if not self._runaway_kind:
+            return None  # (known from the last advance: reading the stepper's state costs more)
         kind, onset = self._stepper.runaway_state()
-        if not kind:
-            return None
         return {"runaway": True, "onset_s": onset * self.dt_s, "criterion": "activity bound"}
 
     # ------------------------------------------------------------------ input
@@ -229,9 +233,11 @@ class Simulation:
         self._rate_p = np.array([current[i] for i in idx.tolist()], np.float64)
         if idx.size:
             self._stepper.activate(idx)
-        # draws from the next step on are made again with the new rates
+        # draws from the next step on are made again with the new rates, in blocks that
+        # start small (a loop that changes rates every step draws little) and double
         self._pois_idx = self._pois_step = np.empty(0, np.int64)
         self._drawn_until = self.step
+        self._block = self.FIRST_BLOCK_STEPS
         self._merge()
 
     def kick(self, neurons: NeuronsLike) -> None:
@@ -256,10 +262,12 @@ class Simulation:
         """Poisson kicks for whole blocks from the last change of rates up to *n_stop* (the
         blocks start at that change: the draws do not depend on the pieces advanced)."""
         n = self._rate_idx.shape[0]
-        block = max(100, min(self.DRAW_BLOCK_STEPS, 4_000_000 // max(n, 1)))
+        cap = max(self.FIRST_BLOCK_STEPS, min(self.DRAW_BLOCK_STEPS, 4_000_000 // max(n, 1)))
         parts_i, parts_s = [self._pois_idx], [self._pois_step]
         while self._drawn_until < n_stop:
             lo = self._drawn_until
+            block = min(self._block, cap)
+            self._block = min(2 * self._block, self.DRAW_BLOCK_STEPS)
             if n:
                 hit = self._rng.random((block, n)) < self._rate_p  # (step, neuron): Bernoulli(rate dt)
                 s, k = np.nonzero(hit)  # by step, then neuron
@@ -300,7 +308,7 @@ class Simulation:
         n_stop = self._stepper.n + n_steps
         if self._drawn_until < n_stop and self._rate_idx.size:
             self._draw_to(n_stop)
-        fids, steps, rates = self._stepper.advance(n_steps)
+        fids, steps, rates, self._runaway_kind = self._stepper.advance(n_steps)
         return Advance(self.trial, fids, steps, rates, n_stop * self.dt_s)
 
     def advance_steps(self, n_steps: int) -> Advance:
@@ -310,7 +318,7 @@ class Simulation:
         n_stop = self._stepper.n + n_steps
         if self._drawn_until < n_stop and self._rate_idx.size:
             self._draw_to(n_stop)
-        fids, steps, rates = self._stepper.advance(n_steps)
+        fids, steps, rates, self._runaway_kind = self._stepper.advance(n_steps)
         return Advance(self.trial, fids, steps, rates, n_stop * self.dt_s)
 
     # ------------------------------------------------------------------ records
@@ -328,7 +336,8 @@ class Simulation:
     def save(self) -> Checkpoint:
         """The whole state (network state, inputs to come, random generator, readout)."""
         inputs = {"rate_idx": self._rate_idx.copy(), "rate_p": self._rate_p.copy(),
-                  "rng": self._rng.bit_generator.state, "pois_idx": self._pois_idx.copy(),
+                  "rng": self._rng.bit_generator.state, "block": self._block, "runaway": self._runaway_kind,
+                  "pois_idx": self._pois_idx.copy(),
                   "pois_step": self._pois_step.copy(), "drawn_until": self._drawn_until,
                   "extra_idx": self._extra_idx.copy(), "extra_step": self._extra_step.copy(),
                   "merged": self._merged, "merged_from": self._merged_from, "log": list(self._log)}
@@ -343,13 +352,17 @@ class Simulation:
         self._rng.bit_generator.state = s["rng"]
         self._pois_idx, self._pois_step = s["pois_idx"].copy(), s["pois_step"].copy()
         self._drawn_until = s["drawn_until"]
+        self._block, self._runaway_kind = s["block"], s["runaway"]
         self._extra_idx, self._extra_step = s["extra_idx"].copy(), s["extra_step"].copy()
         self._log = list(s["log"])
         self._merged, self._merged_from = s["merged"], s["merged_from"]
         self._merge()
 
-    def reset(self) -> None:
-        """Back to step 0 with the construction's drive, silencing and seed (the same input again)."""
+    def reset(self, seed: int | None = None) -> None:
+        """Back to step 0 with the construction's drive and silencing; with the same seed
+        (the same input again) or *seed*."""
+        if seed is not None:
+            self.seed = int(seed)
         self._stepper.reset(self._activated0)
         self._start_inputs()
 

@@ -169,7 +169,7 @@ def _advance(live, n_stop, dt):
     live.ws = ws
     live.n = n_stop
     live.started = True
-    return fids, steps, rates
+    return fids, steps, rates, ws.state[K.ST_RUNAWAY_KIND]
 
 
 class EventStepper:
@@ -249,9 +249,10 @@ class EventStepper:
         self.live.kick_step = np.ascontiguousarray(kick_step, np.int64)
         self.live.kp = 0
 
-    def advance(self, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def advance(self, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Simulate *n_steps* steps with the kicks of :meth:`set_kicks` that fall in them.
-        Returns the spikes (FlyWire ID, step) and the readout's rates (Hz)."""
+        Returns the spikes (FlyWire ID, step), the readout's rates (Hz) and the runaway
+        detection's verdict so far (0: none)."""
         if self._pending:
             self._apply_pending()
         n_stop = self.n + n_steps
