@@ -12,7 +12,7 @@ Usage::
 
 Engine flags (combinable; none given: all): --brian2-cpu (Brian2 C++ standalone),
 --brian2-runtime (Brian2 runtime), --brian2cuda-gpu, --pytorch (PyTorch on CUDA),
---torch-cpu, --nestgpu, --event. An engine that cannot run here is reported as skipped
+--torch-cpu, --nestgpu (NEST GPU only), --nest (NEST on the CPU), --event. An engine that cannot run here is reported as skipped
 with the reason. Results: data/benchmark-results.csv (+ .png), spikes in data/results/,
 log in data/results/benchmarks.log. Same as ``brainfly bench``; see ``--help``.
 """

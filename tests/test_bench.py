@@ -148,6 +148,10 @@ def test_grid_order_and_targets():
     assert len(grid) == 8
     assert {t.flag for t in TARGETS} >= {"--brian2-cpu", "--brian2cuda-gpu", "--pytorch", "--nestgpu", "--event",
                                          "--torch-cpu", "--brian2-runtime"}
+    # a seed flag means its own engine only: --nestgpu never runs NEST on the CPU
+    by_flag = {t.flag: t for t in TARGETS}
+    assert by_flag["--nestgpu"].engines == ("nestgpu",) and by_flag["--nest"].engines == ("nest",)
+    assert by_flag["--brian2cuda-gpu"].engines == ("brian2cuda",)
     with pytest.raises(ValidationError):
         parse_target("bad_name")
     with pytest.raises(ValidationError):

@@ -27,13 +27,14 @@ def parse(argv):
 
 
 @pytest.mark.parametrize("argv, labels, t_runs, n_runs", [
-    ([], ["event", "torch-cpu", "torch-cuda", "brian2-standalone", "brian2", "brian2cuda", "nestgpu"],
+    ([], ["event", "torch-cpu", "torch-cuda", "brian2-standalone", "brian2", "nest", "brian2cuda", "nestgpu"],
      [0.1, 1, 10, 100, 1000], [1, 4, 8, 16, 32]),
     (["--t_run", "0.1", "1", "10", "--n_run", "1"], None, [0.1, 1, 10], [1]),
     (["--brian2-cpu", "--pytorch", "--t_run", "1", "--n_run", "1", "4"], ["torch-cuda", "brian2-standalone"],
      [1], [1, 4]),
     (["--brian2cuda-gpu", "--nestgpu", "--event", "--torch-cpu", "--brian2-runtime"],
      ["event", "torch-cpu", "brian2", "brian2cuda", "nestgpu"], None, None),
+    (["--nest", "--nestgpu"], ["nest", "nestgpu"], None, None),
     (["--t-run", "0.5", "--n-run", "2", "--engines", "event", "brian2:codegen_target=cython"],
      ["event", "brian2-cython"], [0.5], [2]),
 ])

@@ -104,8 +104,10 @@ TARGETS: tuple[BenchTarget, ...] = (
     BenchTarget("brian2-standalone", ("brian2-standalone",), (), "--brian2-cpu",
                 "Brian2 C++ standalone (CPU), the reference"),
     BenchTarget("brian2", ("brian2",), (), "--brian2-runtime", "Brian2 runtime mode (numpy), the reference"),
-    BenchTarget("brian2cuda", ("brian2cuda", "brian2-cuda"), (), "--brian2cuda-gpu", "Brian2CUDA (GPU)"),
-    BenchTarget("nestgpu", ("nestgpu", "nest-gpu", "nest"), (), "--nestgpu", "NEST GPU"),
+    BenchTarget("nest", ("nest",), (), "--nest", "NEST (CPU) with brainfly's node model"),
+    # Brian2CUDA only and NEST GPU only: a flag never falls back to another engine
+    BenchTarget("brian2cuda", ("brian2cuda",), (), "--brian2cuda-gpu", "Brian2CUDA (GPU)"),
+    BenchTarget("nestgpu", ("nestgpu",), (), "--nestgpu", "NEST GPU"),
 )
 
 

@@ -546,6 +546,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "torch": "brainfly.engines.torch:TorchEngine",
     "brian2": "brainfly.engines.brian2_engine:Brian2Engine",
     "brian2-standalone": "brainfly.engines.brian2_engine:Brian2StandaloneEngine",
+    "nest": "brainfly.engines.nest_engine:NestEngine",
 }
 _REGISTRY: dict[str, type[Engine]] = {}
 _FAILED: dict[str, str] = {}  # engines whose module could not be imported -> why
