@@ -477,6 +477,10 @@ class Brian2Engine(Engine):
         self.mp_context: str = o.mp_context or _default_mp_context()
         self.fast_math: bool = bool(o.fast_math)
 
+    def _run_chunk_here(self, plan: _Plan, trials: list[int], on_trial: Callable[[], None] | None) -> _ChunkResult:
+        """Run one chunk of trials in this process (hook: Brian2CUDA runs it on its own device)."""
+        return _run_chunk(plan, trials, on_trial)
+
     # ------------------------------------------------------------ contract
     def is_available(self) -> tuple[bool, str]:
         """Probe by importing brian2 (and, in standalone mode, by compiling a C++ test program)."""
@@ -564,7 +568,7 @@ class Brian2Engine(Engine):
                     progress(done, len(trials))
 
             for chunk in chunks:
-                parts.append(_run_chunk(plan, chunk, on_trial))
+                parts.append(self._run_chunk_here(plan, chunk, on_trial))
                 if done != len(trials) and progress is not None:  # standalone: all at the end
                     done = len(trials)
                     progress(done, len(trials))
