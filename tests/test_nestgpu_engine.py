@@ -71,7 +71,7 @@ def test_split_double_random() -> None:
 def test_unavailable_without_build_names_the_install_command(cache: Path) -> None:
     ok, why = ng.NestGpuEngine().is_available()
     assert not ok and ni.INSTALL_COMMAND in why and ni.SOURCE_ENV in why
-    with pytest.raises(EngineUnavailable, match="nestgpu_install"):
+    with pytest.raises(EngineUnavailable, match="brainfly install nestgpu"):
         ng.NestGpuEngine().check_available()
 
 

@@ -13,7 +13,7 @@ names the last successful install; :func:`find_install` reads it for the engine.
 
 Command line::
 
-    python -m brainfly.nestgpu_install [--source TARBALL] [--cuda-arch 90] [--jobs 2]
+    brainfly install nestgpu [--source TARBALL] [--cuda-arch 90] [--jobs 2]
                                        [--work DIR] [--force] [--check-only]
 
 No GPU is needed to build (only nvcc); running needs one.
@@ -74,7 +74,7 @@ CMAKE_ARGS_ENV = "BRAINFLY_NESTGPU_CMAKE_ARGS"
 #: Name of brainfly's node model inside NEST GPU.
 MODEL_NAME = "brainfly_lif"
 #: What a user runs to build it.
-INSTALL_COMMAND = "python -m brainfly.nestgpu_install"
+INSTALL_COMMAND = "brainfly install nestgpu"
 #: Default CUDA architecture (H100).
 DEFAULT_CUDA_ARCH = "90"
 
@@ -423,9 +423,11 @@ def install(source: str | Path | None = None, *, cuda_arch: str = DEFAULT_CUDA_A
             shutil.rmtree(work, ignore_errors=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m brainfly.nestgpu_install``: build NEST GPU with brainfly's model."""
-    ap = argparse.ArgumentParser(prog="python -m brainfly.nestgpu_install", description=__doc__.split("\n")[0])
+def add_install_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``brainfly install nestgpu`` (and ``python -m brainfly.nestgpu_install``)."""
+    if parser.prog.split()[-1] == "install":
+        parser.add_argument("what", choices=("nestgpu",), help="what to build and install")
+    ap = parser
     ap.add_argument("--source", help=f"NEST GPU source tarball (default ${SOURCE_ENV}, else git clone)")
     ap.add_argument("--cuda-arch", default=DEFAULT_CUDA_ARCH, help="compute capability, e.g. 90 (H100), 80 (A100)")
     ap.add_argument("--jobs", type=int, default=2)
@@ -434,7 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cmake-arg", action="append", default=[], help="extra CMake configure argument (repeatable)")
     ap.add_argument("--check-only", action="store_true",
                     help="fetch, verify and patch the source, configure, and compile brainfly's model only")
-    args = ap.parse_args(argv)
+    return parser
+
+
+def run_install_from_args(args: argparse.Namespace) -> int:
+    """Build and install from parsed arguments (``brainfly install nestgpu``)."""
     if args.check_only:
         work = Path(args.work or tempfile.mkdtemp(prefix="brainfly-nestgpu-check-"))
         root = fetch_source(work / "source", args.source)
@@ -447,6 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    cmake_args=args.cmake_arg)
     print(json.dumps(inst.to_dict(), indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m brainfly.nestgpu_install``: build NEST GPU with brainfly's model."""
+    ap = argparse.ArgumentParser(prog="python -m brainfly.nestgpu_install", description=__doc__.split("\n")[0])
+    return run_install_from_args(add_install_arguments(ap).parse_args(argv))
 
 
 def _compile_model_only(build_dir: Path, jobs: int) -> float:

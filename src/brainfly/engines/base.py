@@ -548,6 +548,7 @@ BUILTIN_ENGINES: dict[str, str] = {
     "brian2-standalone": "brainfly.engines.brian2_engine:Brian2StandaloneEngine",
     "nest": "brainfly.engines.nest_engine:NestEngine",
     "brian2cuda": "brainfly.engines.brian2cuda_engine:Brian2CUDAEngine",
+    "nestgpu": "brainfly.engines.nestgpu_engine:NestGpuEngine",
 }
 _REGISTRY: dict[str, type[Engine]] = {}
 _FAILED: dict[str, str] = {}  # engines whose module could not be imported -> why
