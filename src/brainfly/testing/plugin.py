@@ -16,7 +16,8 @@ Fixtures and markers
     Parametrised over the registered engines except the reference ``brian2`` itself; an
     engine that is unavailable here is skipped with the reason from its ``is_available``.
     Engines that compile a program per run (:data:`COMPILING_ENGINES`) join only with
-    ``--run-slow`` or when named by ``--engine``.
+    ``--run-slow`` or when named by ``--engine``; GPU-only engines (:data:`GPU_ENGINES`)
+    only with ``--run-gpu`` or when named.
 ``@pytest.mark.requires("schedule", ...)`` (also ``brainfly.testing.requires``)
     Skips engines that lack one of the capabilities, naming it.
 ``reference``
@@ -46,6 +47,8 @@ STANDALONE_REFERENCE = "brian2-standalone"
 #: Engines that compile a program for every run (minutes per test on a small CI machine):
 #: in the suite only with ``--run-slow`` or when named by ``--engine``.
 COMPILING_ENGINES = frozenset({"brian2-standalone", "brian2cuda"})
+#: Engines that run on a GPU only: in the default suite only with ``--run-gpu`` (or ``--engine``).
+GPU_ENGINES = frozenset({"brian2cuda", "nestgpu"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,8 +89,11 @@ def _suite_engines(config: pytest.Config) -> list[str]:
         if unknown:
             raise pytest.UsageError(f"--engine: unknown engine(s) {unknown}; registered engines are {engine_names()}")
         names = [n for n in names if n in chosen]
-    elif not config.getoption("--run-slow"):
-        names = [n for n in names if n not in COMPILING_ENGINES]
+    else:
+        if not config.getoption("--run-slow"):
+            names = [n for n in names if n not in COMPILING_ENGINES]
+        if not config.getoption("--run-gpu"):
+            names = [n for n in names if n not in GPU_ENGINES]
     return names
 
 
