@@ -169,26 +169,14 @@ def test_patch_refuses_an_unknown_tree(source_tree: Path, tmp_path: Path) -> Non
         ni.patch_source(root)
 
 
-def _curand_args() -> list[str] | None:
-    """CMake arguments for cuRAND when it is not in the CUDA toolkit (pip's nvidia-curand)."""
-    if os.environ.get(ni.CMAKE_ARGS_ENV):
-        return []
-    try:
-        import nvidia.cu13  # noqa: F401 - optional
-    except ImportError:
-        return [] if shutil.which("nvcc") and Path(shutil.which("nvcc")).resolve().parent.parent.joinpath(
-            "include", "curand.h").is_file() else None
-    return None
-
-
 @needs_tarball
 @pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("cmake") and shutil.which("make")),
                     reason="nvcc, cmake and make are needed to compile the model")
 def test_model_compiles_in_nest_gpu(source_tree: Path, tmp_path: Path) -> None:
     """Configure NEST GPU with the patch and compile brainfly_lif.cu and neuron_models.cu (no GPU needed)."""
-    args = _curand_args()
-    if args is None:
-        pytest.skip(f"cuRAND headers not found with nvcc; set {ni.CMAKE_ARGS_ENV} to point CMake at them")
+    if ni.curand() is None:
+        pytest.skip("cuRAND not found (neither in nvcc's toolkit nor pip's nvidia-curand); the test extra installs it")
+    args: list[str] = []
     root = tmp_path / "tree"
     shutil.copytree(source_tree, root)
     ni.patch_source(root)

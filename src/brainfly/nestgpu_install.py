@@ -36,6 +36,7 @@ import tempfile
 import time
 from typing import Sequence
 
+from ._cuda import curand_dirs, curand_env
 from ._io import atomic_write, digest_text, sha256_file
 from .connectome.cache import cache_dir
 from .errors import ChecksumError, DataError, EngineUnavailable, ValidationError
@@ -283,10 +284,16 @@ def _tool(name: str, hint: str) -> str:
     return path
 
 
+def curand() -> tuple[str, str] | None:
+    """cuRAND's include and library folders (the toolkit's, else pip's ``nvidia-curand``)."""
+    return curand_dirs(cache_dir() / "cuda")
+
+
 def _build_env() -> dict[str, str]:
     """The environment of the build: the CUDA toolkit's ``lib64/stubs`` on ``LIBRARY_PATH``,
-    so that ``-lcuda`` links on a machine without the driver library (a build host)."""
-    env = dict(os.environ)
+    so that ``-lcuda`` links on a machine without the driver library (a build host), and
+    cuRAND's folders where it is not in the toolkit."""
+    env = curand_env(curand())
     stubs = []
     for base in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), shutil.which("nvcc")):
         if base:
@@ -326,9 +333,13 @@ def configure(root: str | Path, build_dir: str | Path, prefix: str | Path, *,
         raise EngineUnavailable("nvcc is not on PATH (nor in $CUDA_HOME/bin): install the CUDA toolkit")
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
+    found = curand()
+    # cuRAND where it is (the toolkit's, or pip's nvidia-curand: then CMake must be told)
+    curand_args = ([f"-DCUDA_curand_LIBRARY={Path(found[1]) / 'libcurand.so'}", f"-Dwith-includes={found[0]}"]
+                   if found is not None else [])
     cmd = [cmake, "-S", str(root), "-B", str(build_dir), f"-DCMAKE_INSTALL_PREFIX={prefix}",
            f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-Dwith-gpu-arch={_check_arch(cuda_arch)}", "-Dwith-mpi=OFF",
-           f"-DPython_EXECUTABLE={sys.executable}", *cmake_args,
+           f"-DPython_EXECUTABLE={sys.executable}", *curand_args, *cmake_args,
            *shlex.split(os.environ.get(CMAKE_ARGS_ENV, ""))]
     _run(cmd, Path(log_path or build_dir / "brainfly-build.log"))
     return cmd

@@ -56,6 +56,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
+from .._cuda import curand_dirs, curand_env, nvcc_path
 from .._io import digest_arrays, digest_text
 from ..connectome.cache import cache_dir
 from ..errors import EngineUnavailable
@@ -74,9 +75,12 @@ INSTALL_HINT = f"pip install --pre brian2cuda=={BRIAN2CUDA_PIN} (or pip install 
 #: nvcc flags for device code: IEEE float64 as numpy computes it. No fused multiply-add
 #: (``--fmad=false``; nvcc contracts ``a*b + c`` by default), IEEE-rounded division and
 #: square root, denormals kept; no ``-use_fast_math`` (Brian2CUDA's default).
-STRICT_NVCC_ARGS = ("-w", "--fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false")
-#: Brian2CUDA 1.0a7's default nvcc flags (``fast_math=True``).
-FAST_NVCC_ARGS = ("-w", "-use_fast_math")
+#: ``-std=c++17`` (after the template's ``-std=c++11``, which it overrides): CUDA 13's CUB
+#: and Thrust refuse older standards; measured here: without it nvcc 13.0 stops at
+#: "CUB requires at least C++17", with it the generated project compiles.
+STRICT_NVCC_ARGS = ("-w", "--fmad=false", "-prec-div=true", "-prec-sqrt=true", "-ftz=false", "-std=c++17")
+#: Brian2CUDA 1.0a7's default nvcc flags (``fast_math=True``), with the C++ standard CUDA 13 needs.
+FAST_NVCC_ARGS = ("-w", "-use_fast_math", "-std=c++17")
 
 
 def nvcc_compile_args(fast_math: bool = False) -> list[str]:
@@ -109,22 +113,9 @@ def _brian2cuda_version() -> tuple[str | None, str]:
     return str(getattr(brian2cuda, "__version__", "unknown")), ""
 
 
-def nvcc_path() -> str | None:
-    """The nvcc Brian2CUDA would use: ``$CUDA_PATH/bin``, PATH, then ``/usr/local/cuda/bin``.
-
-    Returns
-    -------
-    str or None
-        None when no nvcc is found.
-    """
-    candidates = []
-    if os.environ.get("CUDA_PATH"):
-        candidates.append(os.path.join(os.environ["CUDA_PATH"], "bin", "nvcc"))
-    found = shutil.which("nvcc")
-    if found:
-        candidates.append(found)
-    candidates.append("/usr/local/cuda/bin/nvcc")
-    return next((c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)), None)
+def curand() -> tuple[str, str] | None:
+    """cuRAND's include and library folders (the toolkit's, else pip's ``nvidia-curand``)."""
+    return curand_dirs(cache_dir() / "cuda")
 
 
 @functools.lru_cache(maxsize=4)
@@ -237,9 +228,17 @@ def _cuda_device(b2: Any, directory: str, settings: dict[str, Any]) -> Iterator[
     elif settings["gpu_id"] is not None:
         backend.gpu_id = int(settings["gpu_id"])
     b2.set_device("cuda_standalone", directory=directory, build_on_run=False)
+    # cuRAND for make (headers, linking) and for the binary (loading), wherever it is
+    saved_env = {k: os.environ.get(k) for k in ("CPATH", "LIBRARY_PATH", "LD_LIBRARY_PATH")}
+    os.environ.update({k: v for k, v in curand_env(curand()).items() if k in saved_env})
     try:
         yield
     finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         backend.extra_compile_args_nvcc = saved["nvcc"]
         backend.detect_gpus = saved["detect"]
         backend.gpu_id = saved["gpu_id"]
@@ -368,6 +367,9 @@ class Brian2CUDAEngine(_b2e.Brian2StandaloneEngine):
             return False, reason
         if nvcc_path() is None:
             return False, "nvcc (the CUDA compiler) not found: install the CUDA toolkit or set CUDA_PATH"
+        if curand() is None:
+            return False, ("cuRAND (curand.h, libcurand) not found with nvcc's toolkit: install it with the toolkit "
+                           "or `pip install nvidia-curand`")
         ok, reason = _b2e._cxx_works_cached()
         if not ok:
             return False, reason
@@ -402,8 +404,10 @@ class Brian2CUDAEngine(_b2e.Brian2StandaloneEngine):
             and ``versions``.
         """
         o = self.options
+        # host code beside device code: the C++ standard nvcc compiles with (see STRICT_NVCC_ARGS)
+        cpp = ["-std=c++17" if a == "-std=c++11" else a for a in _b2e.cpp_compile_args(self.fast_math)]
         return {"nvcc_args": nvcc_compile_args(self.fast_math),
-                "cpp_args": _b2e.cpp_compile_args(self.fast_math),
+                "cpp_args": cpp,
                 "fast_math": self.fast_math,
                 "compute_capability": o.compute_capability,
                 "gpu_id": o.gpu_id,
@@ -495,7 +499,8 @@ def generate_project(sim: SimulationInput, trials: list[int], directory: str | P
         built["codegen_s"] = time.perf_counter() - t0
         if compile:
             t1 = time.perf_counter()
-            proc = subprocess.run(["make", f"-j{os.cpu_count() or 1}"], cwd=directory, capture_output=True, text=True)
+            proc = subprocess.run(["make", f"-j{os.cpu_count() or 1}"], cwd=directory, capture_output=True, text=True,
+                                  env=curand_env(curand()))
             built["compile_s"] = time.perf_counter() - t1
             if proc.returncode != 0:
                 raise RuntimeError(f"make failed in {directory}: {proc.stderr[-2000:]}")
