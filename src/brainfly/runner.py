@@ -404,6 +404,7 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     exp = resolve_experiment(experiment)
     eng = resolve_engine(engine, engine_options)
     eng.check_available()
+    warming = eng.start_warm_up()  # the engine's kernels load while the rest is made ready
     if chunk_trials is not None and not EngineOptions.is_int(chunk_trials, 1):
         raise ValidationError(f"run: chunk_trials must be an integer >= 1 (got {chunk_trials!r})")
     paths = output_paths(out) if out is not None else None
@@ -412,6 +413,10 @@ def run(experiment: ExperimentLike, data: DataLike = None, engine: str | Engine 
     check_names_before_loading(exp, data)
     net = resolve_data(data, progress=progress is True)
     sim = eng.prepare(net, exp)  # unknown neurons, unsupported features: refused here, nothing written
+    if warming is not None:
+        if paths is not None:
+            import pyarrow.parquet  # noqa: F401 - the writer's import, meanwhile (else after the simulation)
+        warming.join()
 
     per_chunk = chunk_trials or max(1, int(eng.trials_per_chunk))
     parts = _Parts(paths["parts"], run_fingerprint(exp, net, eng), net) if paths is not None else None
@@ -476,7 +481,10 @@ def run_many(experiments: Sequence[ExperimentLike], data: DataLike = None, engin
         raise ValidationError("run_many: experiments is empty; give at least one experiment")
     eng = resolve_engine(engine, engine_options)
     eng.check_available()
+    warming = eng.start_warm_up()  # the engine's kernels load while the data does
     net = resolve_data(data, progress=progress is True)
+    if warming is not None:
+        warming.join()
     total = sum(e.n_trials for e in exps)
     bar = ProgressBar(progress, f"{eng.name} {len(exps)} conditions", total, 0) if progress else None
     try:

@@ -414,6 +414,12 @@ class Engine(ABC):
                  progress: ProgressCallback | None = None) -> EngineOutput:
         """Run the given trials of *sim*; return their spikes and the run record."""
 
+    def start_warm_up(self) -> threading.Thread | None:
+        """Start, in a background thread, loading (or compiling) what the first simulation
+        needs, so that it overlaps loading the data; None when there is nothing to do (the
+        default). The runner joins the thread before the first simulation."""
+        return None
+
     def check_available(self) -> None:
         """Raise :class:`~brainfly.errors.EngineUnavailable` with the reason when it cannot run here."""
         ok, reason = self.is_available()
