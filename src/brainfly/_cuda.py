@@ -13,16 +13,19 @@ import glob
 import os
 from pathlib import Path
 import shutil
+import subprocess
 import sys
 
-__all__ = ["nvcc_path", "curand_dirs", "curand_env"]
+__all__ = ["nvcc_path", "cuda_gpus", "curand_dirs", "curand_env"]
 
 
 def nvcc_path() -> str | None:
-    """The nvcc to use: ``$CUDA_PATH/bin``, PATH, then ``/usr/local/cuda/bin`` (None: none)."""
+    """The nvcc to use: ``$CUDA_PATH/bin``, ``$CUDA_HOME/bin``, PATH, then
+    ``/usr/local/cuda/bin`` (None: none)."""
     candidates = []
-    if os.environ.get("CUDA_PATH"):
-        candidates.append(os.path.join(os.environ["CUDA_PATH"], "bin", "nvcc"))
+    for env in ("CUDA_PATH", "CUDA_HOME"):
+        if os.environ.get(env):
+            candidates.append(os.path.join(os.environ[env], "bin", "nvcc"))
     found = shutil.which("nvcc")
     if found:
         candidates.append(found)
@@ -84,3 +87,57 @@ def curand_env(dirs: tuple[str, str] | None, env: dict[str, str] | None = None) 
         if value not in parts:
             out[key] = os.pathsep.join([value, *parts])
     return out
+
+
+def _driver_gpus() -> tuple[list[tuple[str, str]], str]:
+    """The GPUs the CUDA driver library sees (name, compute capability), or why none."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return [], "no CUDA driver (libcuda.so.1) on this machine"
+    if cuda.cuInit(0) != 0:
+        return [], "the CUDA driver finds no usable GPU"
+    count = ctypes.c_int(0)
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+        return [], "the CUDA driver finds no GPU"
+    gpus = []
+    for k in range(count.value):
+        name = ctypes.create_string_buffer(256)
+        major, minor = ctypes.c_int(0), ctypes.c_int(0)
+        cuda.cuDeviceGetName(name, 256, k)
+        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, k)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, k)  # ..._MINOR
+        gpus.append((name.value.decode(errors="replace"), f"{major.value}.{minor.value}"))
+    return gpus, ""
+
+
+def cuda_gpus() -> tuple[list[tuple[str, str]], str]:
+    """The CUDA GPUs of this machine: from ``nvidia-smi``, else from the driver library.
+
+    Returns
+    -------
+    (list of (name, compute capability), str)
+        The GPUs found, and why none were found (empty when some were).
+    """
+    smi = shutil.which("nvidia-smi")
+    why = []
+    if smi is not None:
+        try:
+            proc = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            why.append(f"nvidia-smi failed to run ({exc})")
+        else:
+            rows = [ln.rsplit(",", 1) for ln in proc.stdout.splitlines() if "," in ln]
+            gpus = [(name.strip(), cc.strip()) for name, cc in rows]
+            if proc.returncode == 0 and gpus:
+                return gpus, ""
+            why.append(f"nvidia-smi lists no GPU ({(proc.stderr or proc.stdout).strip()[:200]})")
+    else:
+        why.append("nvidia-smi is not on PATH")
+    gpus, reason = _driver_gpus()
+    if gpus:
+        return gpus, ""
+    return [], "no CUDA device: " + "; ".join(why + [reason])

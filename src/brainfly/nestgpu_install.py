@@ -36,7 +36,7 @@ import tempfile
 import time
 from typing import Sequence
 
-from ._cuda import curand_dirs, curand_env
+from ._cuda import curand_dirs, curand_env, nvcc_path
 from ._io import atomic_write, digest_text, sha256_file
 from .connectome.cache import cache_dir
 from .errors import ChecksumError, DataError, EngineUnavailable, ValidationError
@@ -327,10 +327,9 @@ def configure(root: str | Path, build_dir: str | Path, prefix: str | Path, *,
     CUDA toolkit's folder); so are the words of ``$BRAINFLY_NESTGPU_CMAKE_ARGS``.
     """
     cmake = _tool("cmake", "install CMake >= 3.17 (pip install cmake)")
-    nvcc = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
-                                    if os.environ.get("CUDA_HOME") else None)
-    if nvcc is None or not os.path.exists(nvcc):
-        raise EngineUnavailable("nvcc is not on PATH (nor in $CUDA_HOME/bin): install the CUDA toolkit")
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise EngineUnavailable("nvcc is not on PATH (nor in $CUDA_PATH/bin, $CUDA_HOME/bin): install the CUDA toolkit")
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     found = curand()

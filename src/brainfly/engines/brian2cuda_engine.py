@@ -56,7 +56,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from .._cuda import curand_dirs, curand_env, nvcc_path
+from .._cuda import cuda_gpus, curand_dirs, curand_env, nvcc_path
 from .._io import digest_arrays, digest_text
 from ..connectome.cache import cache_dir
 from ..errors import EngineUnavailable
@@ -129,45 +129,6 @@ def _nvcc_version(path: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def cuda_gpus() -> tuple[list[tuple[str, str]], str]:
-    """The CUDA GPUs of this machine, from ``nvidia-smi`` (or torch when nvidia-smi is missing).
-
-    Returns
-    -------
-    (list of (name, compute capability), str)
-        The GPUs found, and why none were found (empty when some were).
-    """
-    smi = shutil.which("nvidia-smi")
-    why = []
-    if smi is not None:
-        try:
-            proc = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                                  capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError) as exc:
-            why.append(f"nvidia-smi failed to run ({exc})")
-        else:
-            rows = [ln.rsplit(",", 1) for ln in proc.stdout.splitlines() if "," in ln]
-            gpus = [(name.strip(), cc.strip()) for name, cc in rows]
-            if proc.returncode == 0 and gpus:
-                return gpus, ""
-            why.append(f"nvidia-smi lists no GPU ({(proc.stderr or proc.stdout).strip()[:200]})")
-    else:
-        why.append("nvidia-smi is not on PATH")
-    try:
-        import torch
-    except Exception:  # noqa: BLE001 - torch is optional here
-        why.append("torch is not installed to ask")
-    else:
-        if torch.cuda.is_available():
-            gpus = []
-            for k in range(torch.cuda.device_count()):
-                major, minor = torch.cuda.get_device_capability(k)
-                gpus.append((torch.cuda.get_device_name(k), f"{major}.{minor}"))
-            return gpus, ""
-        why.append("torch.cuda.is_available() is False")
-    return [], "no CUDA device: " + "; ".join(why)
-
-
 # ---------------------------------------------------------------------------- builds
 @dataclass
 class ProjectInfo:

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import nestgpu_install
+from .._cuda import cuda_gpus
 from ..errors import EngineUnavailable, ValidationError
 from ..schedule import trial_seed_sequence
 from .base import Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput
@@ -245,17 +246,9 @@ class NestGpuOptions(EngineOptions):
 
 
 def _gpu_count() -> tuple[int, str]:
-    """Number of CUDA devices (through the driver library), and why 0 if so."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0, "no CUDA driver (libcuda.so.1) on this machine"
-    if cuda.cuInit(0) != 0:
-        return 0, "the CUDA driver finds no usable GPU"
-    n = ctypes.c_int(0)
-    if cuda.cuDeviceGetCount(ctypes.byref(n)) != 0 or n.value < 1:
-        return 0, "the CUDA driver finds no GPU"
-    return n.value, ""
+    """Number of CUDA devices, and why 0 if so."""
+    gpus, why = cuda_gpus()
+    return len(gpus), why
 
 
 # ----------------------------------------------------------------------------- the engine
