@@ -488,7 +488,7 @@ class EventEngine(Engine):
         if packed is None:
             packed = packed_network(sim.connectome, co.w_syn, sim.silenced_mask, sim.experiment.silence_mode)
         kicks = sim.kicks(trials)
-        neurons = self._neurons(sim, packed, kicks)
+        neurons = self._neurons(sim, packed)
         model, tables = self.model_and_tables(co, p, int(sim.delay_steps), n_steps)
 
         t_draw = time.perf_counter()
@@ -525,12 +525,13 @@ class EventEngine(Engine):
         count = int(opts.runaway_spikes_per_s * window * p.dt_s)
         return K.Runaway(window, count, int(round(opts.runaway_quiet_ms / p.dt_ms)) if quiet else 0)
 
-    def _neurons(self, sim: SimulationInput, packed: PackedNetwork, kicks: InputSchedule) -> K.Neurons:
+    def _neurons(self, sim: SimulationInput, packed: PackedNetwork) -> K.Neurons:
         """Per-neuron settings in the internal numbering (``order[i]``: model index of
         neuron i), kept for the last few (conditions of a screen share them): keyed by the
-        content of the settings and of the numbering."""
-        driven_extra = np.setdiff1d(kicks.idx, sim.activated_idx)  # empty: kicks drive activated neurons
-        key = (packed.order_key, sim.neurons_key, driven_extra.tobytes())
+        content of the settings and of the numbering. The driven neurons are the activated
+        ones: :func:`~brainfly.engines.base.prepare` activates every neuron an input
+        schedule kicks, and Poisson kicks go to activated neurons only."""
+        key = (packed.order_key, sim.neurons_key)
         hit = self._neuron_cache.get(key) if sim.neurons_key else None
         if hit is not None:
             return hit
@@ -542,7 +543,6 @@ class EventEngine(Engine):
         else:
             rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
         driven = np.zeros(sim.n_neurons, dtype=np.bool_)
-        driven[kicks.idx] = True
         driven[sim.activated_idx] = True
         neurons = K.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays, np.zeros(sim.n_neurons, np.bool_))
         if sim.neurons_key:

@@ -208,7 +208,6 @@ class EventStepper:
         # the steps a delivery or a release reads back, and a margin
         self.window = int(max(params.delay_steps, r, 1)) + 2
         self._ring = int(engine.options.ring_steps)
-        cls = None
         ws = self._fresh_ws()
         network = self.packed.network
         cls = _live_class(network, self.neurons, self.model, self.tables, K.Workspace(**ws), self.runaway, order)
