@@ -28,12 +28,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.sparse import csgraph
 
 from ._io import atomic_write
 from ._version import __version__
 from .connectome import DATASET_NAMES, Connectome, load_connectome, resolve_neurons
+from .connectome.graph import hop_distances
 from .effects import contrast
 from .errors import BrainflyError, DataError, ValidationError
 from .plots import (
@@ -274,24 +273,13 @@ def path_lengths(connectome: Connectome, sources: Sequence[int] | np.ndarray, *,
     int64 array, shape (n_neurons,)
         Path length from the nearest source; -1 where no path leads.
     """
-    n = connectome.n_neurons
-    src = np.unique(np.asarray(sources, dtype=np.int64))
-    if not src.size:
-        return np.full(n, -1, dtype=np.int64)
-    pre = connectome.pre_idx.astype(np.int64)
-    post = connectome.post_idx.astype(np.int64)
     keep = connectome.weight != 0
-    off = np.zeros(n, dtype=bool)
+    off = np.zeros(connectome.n_neurons, dtype=bool)
     off[np.asarray(silenced, dtype=np.int64)] = True
-    keep &= ~off[pre]
+    keep &= ~off[connectome.pre_idx]
     if silence_mode == "both":
-        keep &= ~off[post]
-    # one extra node (n) linked to every source: one breadth-first pass gives the nearest source's distance
-    rows = np.concatenate([pre[keep], np.full(src.size, n, dtype=np.int64)])
-    cols = np.concatenate([post[keep], src])
-    graph = sp.csr_matrix((np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n + 1, n + 1))
-    dist = csgraph.shortest_path(graph, method="D", directed=True, unweighted=True, indices=n)[:n]
-    return np.where(np.isfinite(dist), dist - 1, -1).astype(np.int64)
+        keep &= ~off[connectome.post_idx]
+    return hop_distances(connectome, sources, keep=keep)
 
 
 def _connectome_for(result: SpikeResult, data: Any) -> tuple[Connectome | None, str]:

@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._io import digest_text
+from ..connectome.graph import hop_distances
 from ..connectome.lookup import neuron_labels, resolve_neurons
 from ..errors import ValidationError, suggest
 from ..experiment import Experiment, StimulusSet, load_experiment
@@ -166,23 +167,8 @@ class Selection:
 
         *base_counts*: spikes of each neuron in the base run (needed with active_in_base)."""
         targets = resolve_neurons(connectome, self.upstream_of, owner=f"{owner}: upstream_of")
-        n = connectome.n_neurons
-        hops = np.full(n, np.iinfo(np.int64).max, np.int64)
-        frontier = np.unique(targets)
-        hops[frontier] = 0
-        reached = np.zeros(n, np.bool_)
-        for h in range(1, self.max_hops + 1):
-            # the presynaptic neurons of the connections onto the frontier: one pass over the
-            # connections per hop (no reversed graph to build)
-            reached[:] = False
-            reached[frontier] = True
-            onto = reached[connectome.post_idx]
-            rows = np.searchsorted(connectome.indptr, np.flatnonzero(onto), side="right") - 1
-            nxt = np.unique(rows)
-            nxt = nxt[hops[nxt] > h]
-            hops[nxt] = h
-            frontier = nxt
-        chosen = np.flatnonzero((hops >= 1) & (hops <= self.max_hops))
+        hops = hop_distances(connectome, targets, upstream=True, max_hops=self.max_hops)
+        chosen = np.flatnonzero(hops >= 1)  # (at most max_hops: the search stopped there)
         chosen = np.setdiff1d(chosen, np.concatenate([targets, exclude]).astype(np.int64))
         if self.active_in_base:
             if base_counts is None:
