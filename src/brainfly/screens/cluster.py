@@ -66,7 +66,6 @@ class ChunkOutput:
     connectome_label: str
     tables: dict[str, dict[str, np.ndarray]]
     spikes: list[tuple[int, Any]] = field(default_factory=list)  #: (condition_id, SpikeResult)
-    wall_s: float = 0.0
 
 
 def _network(data: Connectome | DataRef, shuffle_seed: int | None) -> Connectome:
@@ -110,9 +109,6 @@ def _engine(name: str, options: tuple[tuple[str, Any], ...]) -> Engine:
 
 def run_chunk(task: ChunkTask, data: Connectome | DataRef) -> ChunkOutput:
     """Run one chunk (here, or on a Dask worker) and make its table rows."""
-    import time
-
-    t0 = time.perf_counter()
     net = _network(data, task.shuffle_seed)
     exps = [Experiment.from_dict(d, source=f"condition {cid}") for cid, d in task.conditions]
     results = run_many(exps, net, _engine(task.engine, task.engine_options), progress=False)
@@ -122,7 +118,7 @@ def run_chunk(task: ChunkTask, data: Connectome | DataRef) -> ChunkOutput:
             for (cid, _), res in zip(task.conditions, results)]
     tables = {name: concat_columns([r[name] for r in rows]) for name in TABLES}
     spikes = [(cid, res) for (cid, _), res in zip(task.conditions, results)] if task.save_spikes else []
-    return ChunkOutput(task.chunk, task.connectome_label, tables, spikes, time.perf_counter() - t0)
+    return ChunkOutput(task.chunk, task.connectome_label, tables, spikes)
 
 
 # -------------------------------------------------------------------- executors

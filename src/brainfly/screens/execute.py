@@ -53,12 +53,6 @@ def resolve_screen(spec: ScreenLike) -> Screen:
     raise ValidationError(f"screen: spec must be a Screen, a TOML file or a dict (got {type(spec).__name__})")
 
 
-def _read(path: Path) -> Any:
-    import pandas as pd
-
-    return pd.read_parquet(path)
-
-
 def _write_frame(frame: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
@@ -110,7 +104,7 @@ class ScreenResult:
         tables = {}
         for name in ("conditions", "readout", "summary", "effects"):
             path = folder / f"{name}.parquet"
-            tables[name] = _read(path) if path.is_file() else pd.DataFrame()
+            tables[name] = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
         return cls(folder, info, **tables)
 
     @property
