@@ -304,12 +304,7 @@ class Simulation:
         readout rates."""
         if not ms >= 0 or not math.isfinite(ms):
             raise ValidationError(f"Simulation.advance: ms must be a duration >= 0 (got {ms!r})")
-        n_steps = int(round(ms * self._steps_per_ms))
-        n_stop = self._stepper.n + n_steps
-        if self._drawn_until < n_stop and self._rate_idx.size:
-            self._draw_to(n_stop)
-        fids, steps, rates, self._runaway_kind = self._stepper.advance(n_steps)
-        return Advance(self.trial, fids, steps, rates, n_stop * self.dt_s)
+        return self.advance_steps(int(round(ms * self._steps_per_ms)))
 
     def advance_steps(self, n_steps: int) -> Advance:
         """As :meth:`advance`, in steps."""
