@@ -177,6 +177,9 @@ def run_suite(mutant: Mutant | None, tests: list[str], timeout: float) -> dict:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(src) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")  # fresh: the mutated kernels compile
+        # numba's JIT kernel only: the compiled one comes from the same source, and building it
+        # in the background for every mutant would take a core from the tests
+        env["BRAINFLY_EVENT_KERNEL"] = "jit"
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.pop("BRAINFLY_CACHE_DIR", None)  # the test session makes a fresh cache folder
         cmd = [sys.executable, "-m", "pytest", *tests, *PYTEST_ARGS]

@@ -292,8 +292,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                  "rates of two runs neuron by neuron: difference, Welch's t, q values"),
     "report": ("brainfly.report_command", "add_report_arguments", "run_report_from_args",
                "self-contained HTML report of a run, a run --versus another, or a screen folder"),
-    "install": ("brainfly.nestgpu_install", "add_install_arguments", "run_install_from_args",
-                "build and install a simulator from source: nestgpu (NEST GPU with brainfly's model)"),
+    "install": ("brainfly.install_command", "add_install_arguments", "run_install_from_args",
+                "build once per machine: event-kernel (the event engine's compiled kernel), "
+                "nestgpu (NEST GPU with brainfly's model)"),
 }
 
 

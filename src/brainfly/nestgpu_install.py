@@ -435,8 +435,6 @@ def install(source: str | Path | None = None, *, cuda_arch: str = DEFAULT_CUDA_A
 
 def add_install_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``brainfly install nestgpu`` (and ``python -m brainfly.nestgpu_install``)."""
-    if parser.prog.split()[-1] == "install":
-        parser.add_argument("what", choices=("nestgpu",), help="what to build and install")
     ap = parser
     ap.add_argument("--source", help=f"NEST GPU source tarball (default ${SOURCE_ENV}, else git clone)")
     ap.add_argument("--cuda-arch", default=DEFAULT_CUDA_ARCH, help="compute capability, e.g. 90 (H100), 80 (A100)")

@@ -140,7 +140,9 @@ def load_csr(key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        # mapped, not read: a run touches few of the connections (the engines keep their own
+        # layouts), and the pages are shared by the processes that load the same network
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable network cache %s (%s); rebuilding it", folder, exc)
         return None

@@ -21,6 +21,20 @@ from ..errors import DataError, UnknownNeuronError
 __all__ = ["Connectome", "files_digest"]
 
 
+def _over_read_only_buffer(arr: np.ndarray) -> bool:
+    """Whether *arr* views memory that nothing can write to (a file mapped read-only, as
+    ``np.load(mmap_mode="r")`` gives), so that it needs no private copy."""
+    base: Any = arr
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, np.ndarray):
+        return False
+    try:
+        return memoryview(base).readonly
+    except TypeError:
+        return False
+
+
 @dataclass(eq=False)
 class Connectome:
     """A connectome ready for simulation.
@@ -50,7 +64,8 @@ class Connectome:
     Notes
     -----
     A Connectome is immutable: its four arrays are made read-only (an array that does not
-    own its memory is copied first) and cannot be replaced, so that :attr:`digest`, the
+    own its memory is copied first, unless nothing can write to that memory: a file mapped
+    read-only, as the network cache is loaded) and cannot be replaced, so that :attr:`digest`, the
     key of every engine cache, always describes the network. To change weights, build a
     new Connectome (:meth:`with_weights`).
     """
@@ -73,7 +88,7 @@ class Connectome:
             arr = np.asarray(getattr(self, name))
             if arr.dtype != dtype:
                 arr = arr.astype(dtype)
-            if not (arr.flags.owndata and arr.flags.c_contiguous):
+            if not (arr.flags.c_contiguous and (arr.flags.owndata or _over_read_only_buffer(arr))):
                 arr = np.array(arr, dtype=dtype, order="C")  # a view could be changed through its base
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)

@@ -31,7 +31,6 @@ import threading
 import time
 from typing import Any, Sequence
 
-import numba
 import numpy as np
 
 from .._io import atomic_write, digest_text
@@ -40,7 +39,8 @@ from ..connectome.network import Connectome
 from ..errors import ValidationError
 from ..experiment import Experiment, StimulusSet
 from ..schedule import InputSchedule
-from . import _event_kernels as K
+from . import _event_records as R
+from ._event_aot import TrialKernel, _dist_version, trial_kernel
 from .base import (Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, prepare,
                    register_engine)
 
@@ -123,7 +123,7 @@ class PackedNetwork:
         Records in the longest row.
     """
 
-    network: K.Network
+    network: R.Network
     order: np.ndarray
     relabel: np.ndarray
     key: str
@@ -230,9 +230,9 @@ def _pack(connectome: Any, w_syn: float, key: str) -> PackedNetwork:
         order = np.argsort(-np.bincount(post, minlength=n), kind="stable").astype(np.int64)
     else:
         order = np.arange(n, dtype=np.int64)
-    indptr, syn, wtab, t_bits = K.pack_synapses(connectome.indptr, post, connectome.weight, float(w_syn),
+    indptr, syn, wtab, t_bits = R.pack_synapses(connectome.indptr, post, connectome.weight, float(w_syn),
                                                 np.zeros(n, np.bool_), None, order)
-    inh = K.inhibitory_rows(indptr, syn, wtab, t_bits)
+    inh = R.inhibitory_rows(indptr, syn, wtab, t_bits)
     return _packed(indptr, syn, wtab, t_bits, order, inh, key, "packed")
 
 
@@ -248,7 +248,7 @@ def _packed(indptr: np.ndarray, syn: np.ndarray, wtab: np.ndarray, t_bits: int, 
         relabel = full.relabel
     indptr = _readonly(indptr)
     row_end = indptr[1:] if row_end is None else _readonly(row_end)
-    net = K.Network(indptr, _readonly(syn), _readonly(wtab), int(t_bits), order, _readonly(inh), row_end)
+    net = R.Network(indptr, _readonly(syn), _readonly(wtab), int(t_bits), order, _readonly(inh), row_end)
     max_row = full.max_row if full is not None else int(np.diff(indptr).max(initial=0))
     return PackedNetwork(net, order, _readonly(relabel), key, source,
                          order_key=full.order_key if full is not None else key, max_row=max_row)
@@ -282,7 +282,7 @@ def _silence(full: PackedNetwork, mask: np.ndarray, both: bool, key: str) -> Pac
     indptr = np.zeros(counts.shape[0] + 1, np.int64)
     np.cumsum(new_counts, out=indptr[1:])
     syn = net.syn[keep]
-    inh = K.inhibitory_rows(indptr, syn, net.wtab, net.t_bits)
+    inh = R.inhibitory_rows(indptr, syn, net.wtab, net.t_bits)
     return _packed(indptr, syn, net.wtab, net.t_bits, full.order, inh, key, "derived", full=full)
 
 
@@ -387,11 +387,11 @@ def _load_disk(key: str, connectome: Any) -> PackedNetwork | None:
 
 
 # ---------------------------------------------------------------------- the engine
-def _kernel_cached() -> bool:
-    """Whether numba's on-disk cache has an entry for the trial kernel (a guess: an entry
-    of an older source is recompiled all the same)."""
+def _kernel_cached(kernel: TrialKernel) -> bool:
+    """Whether numba's on-disk cache has an entry for the JIT trial kernel (a guess: an
+    entry of an older source is recompiled all the same)."""
     try:
-        return any(Path(K.run_trial.stats.cache_path).glob("*.run_trial-*.nbi"))
+        return any(Path(kernel.jit.stats.cache_path).glob("*.run_trial-*.nbi"))
     except (OSError, TypeError, AttributeError):
         return True  # unknown: say nothing
 
@@ -403,10 +403,10 @@ class _Plan:
     sim: SimulationInput
     trials: list[int]
     packed: PackedNetwork
-    neurons: K.Neurons
-    model: K.Model
-    tables: K.Tables
-    runaway: K.Runaway
+    neurons: R.Neurons
+    model: R.Model
+    tables: R.Tables
+    runaway: R.Runaway
     kicks: InputSchedule
     kick_idx: np.ndarray
     kick_step: np.ndarray
@@ -441,16 +441,16 @@ class EventEngine(Engine):
         self._plan_lock = threading.Lock()
         self._pool: list[dict] = []
         self._pool_key: tuple[int, int] | None = None
-        self._table_cache: "OrderedDict[tuple, K.Tables]" = OrderedDict()
-        self._neuron_cache: "OrderedDict[tuple, K.Neurons]" = OrderedDict()
+        self._table_cache: "OrderedDict[tuple, R.Tables]" = OrderedDict()
+        self._neuron_cache: "OrderedDict[tuple, R.Neurons]" = OrderedDict()
 
     def is_available(self) -> tuple[bool, str]:
         """Available wherever this module imports (numba and numpy)."""
         return True, ""
 
     def versions(self) -> dict[str, str]:
-        """numba's and numpy's versions."""
-        return {"numba": numba.__version__, "numpy": np.__version__}
+        """numba's and numpy's versions (numba read from its installed files, not imported)."""
+        return {"numba": _dist_version("numba"), "numpy": np.__version__}
 
     def validate(self, sim: SimulationInput) -> None:
         """The base checks, and a trial shorter than 2**31 - 1024 steps."""
@@ -459,7 +459,7 @@ class EventEngine(Engine):
             raise ValidationError(f"engine 'event': n_steps must be below 2**31 - 1024 (got {sim.n_steps})")
 
     # ------------------------------------------------------------------ preparation
-    def _tables(self, a: float, b: float, n_steps: int, rebase: int) -> K.Tables:
+    def _tables(self, a: float, b: float, n_steps: int, rebase: int) -> R.Tables:
         """Power tables and the peak table for (a, b, n_steps, rebase), kept for the last few."""
         key = (a, b, n_steps, rebase)
         hit = self._table_cache.get(key)
@@ -470,8 +470,8 @@ class EventEngine(Engine):
         # a^k < 1e-140 and no crossing can lie)
         ks = np.arange(min(n_steps + 2, max(rebase + 2, _POW_TABLE_STEPS)), dtype=np.float64)
         kinv = -np.arange(rebase + 1, dtype=np.float64)
-        htab, h_per_rho = K.peak_table(a, b)
-        tables = K.Tables(_readonly(np.power(a, ks)), _readonly(np.power(b, ks)), _readonly(np.power(a, kinv)),
+        htab, h_per_rho = R.peak_table(a, b)
+        tables = R.Tables(_readonly(np.power(a, ks)), _readonly(np.power(b, ks)), _readonly(np.power(a, kinv)),
                           _readonly(np.power(b, kinv)), _readonly(htab), float(h_per_rho))
         self._table_cache[key] = tables
         while len(self._table_cache) > 4:
@@ -503,7 +503,7 @@ class EventEngine(Engine):
                      np.ascontiguousarray(kicks.step, dtype=np.int64), lo_hi, room_touched,
                      inputs_s=t_draw - t0, setup_s=time.perf_counter() - t0)
 
-    def model_and_tables(self, co: Any, p: Any, delay_steps: int, n_steps: int) -> tuple[K.Model, K.Tables]:
+    def model_and_tables(self, co: Any, p: Any, delay_steps: int, n_steps: int) -> tuple[R.Model, R.Tables]:
         """The kernel's constants (volts, steps; *n_steps*: the horizon of predictions) and
         power tables, from the step coefficients *co* and parameters *p*."""
         tau = p.tau_ms * 1e-3
@@ -512,20 +512,20 @@ class EventEngine(Engine):
         c = tau / (t_mbr - tau)
         # B moves every `rebase` steps: as seldom as keeps a^-k, b^-k below ~1e61
         rebase = int(max(1, min(n_steps + 1, _REBASE_LOG / -np.log(min(a, b)))))
-        model = K.Model(int(n_steps), int(delay_steps), float(co.v_0), float(co.v_th), float(co.v_rst),
+        model = R.Model(int(n_steps), int(delay_steps), float(co.v_0), float(co.v_th), float(co.v_rst),
                         float(co.kick), a, b, float(c), float(co.v_const), float(co.v_decay), float(co.v_from_g),
                         float(co.g_decay), rebase)
         return model, self._tables(a, b, int(n_steps), rebase)
 
-    def runaway(self, p: Any, quiet: bool = True) -> K.Runaway:
+    def runaway(self, p: Any, quiet: bool = True) -> R.Runaway:
         """The runaway detection's settings in steps (*quiet*: also the criterion of spikes
         long after the last input, which needs all the input known in advance)."""
         opts = self.options
         window = int(round(opts.runaway_window_ms / p.dt_ms))
         count = int(opts.runaway_spikes_per_s * window * p.dt_s)
-        return K.Runaway(window, count, int(round(opts.runaway_quiet_ms / p.dt_ms)) if quiet else 0)
+        return R.Runaway(window, count, int(round(opts.runaway_quiet_ms / p.dt_ms)) if quiet else 0)
 
-    def _neurons(self, sim: SimulationInput, packed: PackedNetwork) -> K.Neurons:
+    def _neurons(self, sim: SimulationInput, packed: PackedNetwork) -> R.Neurons:
         """Per-neuron settings in the internal numbering (``order[i]``: model index of
         neuron i), kept for the last few (conditions of a screen share them): keyed by the
         content of the settings and of the numbering. The driven neurons are the activated
@@ -544,7 +544,7 @@ class EventEngine(Engine):
             rel_delays = np.unique(np.maximum(rfc, 1)).astype(np.int64)
         driven = np.zeros(sim.n_neurons, dtype=np.bool_)
         driven[sim.activated_idx] = True
-        neurons = K.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays, np.zeros(sim.n_neurons, np.bool_))
+        neurons = R.Neurons(rfc, np.ascontiguousarray(driven[order]), rel_delays, np.zeros(sim.n_neurons, np.bool_))
         if sim.neurons_key:
             self._neuron_cache[key] = neurons
             while len(self._neuron_cache) > 8:
@@ -566,44 +566,46 @@ class EventEngine(Engine):
         room = max(pl.room_touched for pl in plans)
         syn = max((pl.packed.network.syn for pl in plans), key=lambda s: s.shape[0])
         if ws["step_ptr"].shape[0] < n_steps + 1:
-            ws["step_ptr"] = K._huge_zeros(n_steps + 1, np.int64)
+            ws["step_ptr"] = R._huge_zeros(n_steps + 1, np.int64)
         if ws["touched"].shape[0] < room:
-            ws["touched"] = K._huge_zeros(room, np.int64)
+            ws["touched"] = R._huge_zeros(room, np.int64)
         if ws["syn2"].dtype != syn.dtype or ws["syn2"].shape[0] < syn.shape[0]:
             # the rows of the neurons that spike, targets as slots: at most all of them
             # (pages never touched cost nothing)
-            ws["syn2"] = K._huge_zeros(syn.shape[0], syn.dtype, prefault=2 << 20)
+            ws["syn2"] = R._huge_zeros(syn.shape[0], syn.dtype, prefault=2 << 20)
         return ws
 
     # ------------------------------------------------------------------ run
     def warm_up(self) -> bool:
-        """Compile the trial kernel now, or load it from numba's on-disk cache.
+        """Make the trial kernel ready now rather than in the first run.
 
-        The first use in an environment compiles it (several seconds, said once in an INFO
-        log line); later processes load it (~0.1 s, plus numba's own set-up of ~0.3 s).
-        A run does this itself when it needs to; a caller may do it first, to tell the
-        user what happens. Compiles the 4-byte record variant, the one every network
-        whose targets and weight codes fit in 32 bits uses (the full brain included);
-        8-byte records compile when first used. (Compiling in a background thread while
-        the connectome loads gains nothing: numba's compiler holds the GIL most of the
-        time, measured on two cores.)
+        The kernel compiled ahead of time (:mod:`brainfly.engines._event_aot`) loads in
+        milliseconds. Until it is built (the first run on a machine starts its build in the
+        background), or where it cannot be built, numba's JIT kernel is compiled (about 6 s,
+        said once in an INFO log line) or loaded from numba's cache (~0.9 s in every new
+        process, numba's import and set-up included). A run does this itself when it needs
+        to; a caller may do it first, to tell the user what happens. (Compiling in a
+        background thread while the connectome loads gains nothing: numba's compiler holds
+        the GIL most of the time, measured on two cores.)
 
         Returns
         -------
         bool
-            True when the kernel was compiled (not loaded from the cache, nor already in
-            memory).
+            True when something was compiled in this process (not loaded).
         """
-        if K.run_trial.overloads:
+        kernel = trial_kernel()
+        if kernel.kind == "aot":
+            return kernel.built
+        if kernel.ready:
             return False
-        return self._build(self._warm_up_args())
+        return self._build(kernel, self.warm_up_args())
 
     def start_warm_up(self) -> threading.Thread | None:
-        """Load the trial kernel from numba's cache (or compile it) in a background thread:
-        measured on 2 cores, loading it (~0.4 s, mostly in LLVM with the GIL released)
-        overlaps loading the connectome and importing pyarrow, and a short run ends ~0.4 s
-        sooner. A failure is left to the run itself, which loads the kernel again."""
-        if K.run_trial.overloads:
+        """Make the trial kernel ready in a background thread, unless its compiled module
+        just loads (milliseconds): loading numba's JIT kernel (~0.9 s, much of it in LLVM
+        with the GIL released) overlaps loading the connectome. A failure is left to the
+        run itself, which tries again."""
+        if trial_kernel().kind == "aot":
             return None
 
         def load() -> None:
@@ -617,23 +619,24 @@ class EventEngine(Engine):
         return thread
 
     @staticmethod
-    def _build(args: tuple) -> bool:
-        """Call the kernel on an empty trial (*args*); True when numba compiled it."""
-        misses = sum(K.run_trial.stats.cache_misses.values())
-        if not _kernel_cached():
+    def _build(kernel: TrialKernel, args: tuple) -> bool:
+        """Call the JIT kernel on an empty trial (*args*); True when numba compiled it."""
+        jit = kernel.jit
+        misses = sum(jit.stats.cache_misses.values())
+        if not _kernel_cached(kernel):
             log.info("event engine: compiling its numba kernels (the first use in this environment: "
                      "several seconds; later runs load them from numba's cache)")
-        K.run_trial(*args)
-        return sum(K.run_trial.stats.cache_misses.values()) > misses
+        jit(*args)
+        return sum(jit.stats.cache_misses.values()) > misses
 
-    def _warm_up_args(self) -> tuple:
+    def warm_up_args(self) -> tuple:
         """The kernel's arguments for an empty trial on a two-neuron network: of the types
-        of any run's (4-byte records)."""
+        of any run's (4-byte records); the kernel compiled ahead of time is built for them."""
         net = Connectome.from_edges(np.array([1, 2], np.int64), [0], [1], [1.0], name="warm-up")
         exp = Experiment(name="warm-up", stimuli=(StimulusSet((1,), 100.0),), t_run=0.001, n_trials=1)
         sim = prepare(net, exp)
         plan = self._plan(sim, [0], _pack(net, sim.coeffs.w_syn, "warm-up"))
-        ws = self._ready(K.new_workspace(net.n_neurons, int(self.options.ring_steps)), [plan])
+        ws = self._ready(R.new_workspace(net.n_neurons, int(self.options.ring_steps)), [plan])
         return self._args(plan, ws, 0, 0, 0)
 
     def simulate(self, sim: SimulationInput, trials: list[int],
@@ -646,11 +649,11 @@ class EventEngine(Engine):
         """The records :func:`_event_kernels.run_trial` takes, for kicks lo..hi-1 of *plan*."""
         model = plan.model if n_steps == plan.model.n_steps else plan.model._replace(n_steps=n_steps)
         return (plan.packed.network, plan.neurons, model, plan.tables,
-                K.Drive(plan.kick_idx[lo:hi], plan.kick_step[lo:hi]), K.Workspace(**ws), plan.runaway,
-                K.Span(0, int(n_steps), 0, True, True))
+                R.Drive(plan.kick_idx[lo:hi], plan.kick_step[lo:hi]), R.Workspace(**ws), plan.runaway,
+                R.Span(0, int(n_steps), 0, True, True))
 
-    def _kernel(self, plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
-        out = K.run_trial(*self._args(plan, ws, lo, hi, n_steps))
+    def _kernel(self, kernel: TrialKernel, plan: _Plan, ws: dict, lo: int, hi: int, n_steps: int) -> tuple:
+        out = kernel(*self._args(plan, ws, lo, hi, n_steps))
         # the buffers that grew stay with the workspace
         ws["sp_idx"], ws["sp_step"], ws["e_nrn"], ws["e_step"], ws["e_next"] = out[0], out[1], out[10], out[11], out[12]
         return out[:10]
@@ -684,28 +687,31 @@ class EventEngine(Engine):
             with pool_lock:
                 if pool:
                     return pool.pop()
-            return self._ready(K.new_workspace(n, ring), plans)
+            return self._ready(R.new_workspace(n, ring), plans)
 
         # a workspace per thread, sized for this run, before the simulation's clock starts
         with pool_lock:
             while len(pool) < n_threads:
-                pool.append(K.new_workspace(n, ring))
+                pool.append(R.new_workspace(n, ring))
             for ws in pool:
                 self._ready(ws, plans)
 
-        # numba compiles (or loads from its cache) on the first call in a process: do it
-        # on an empty trial so that build_s and sim_s are told apart
+        # the kernel is loaded (or built, or numba compiles it) on the first call in a
+        # process: do it before the clock of the simulation starts, so that build_s and
+        # sim_s are told apart
         t_build0 = time.perf_counter()
-        build_s = 0.0
-        compiled = False
-        if not K.run_trial.overloads:
-            ws = take_ws()
-            try:
-                compiled = self._build(self._args(plans[0], ws, 0, 0, 0))
-            finally:
-                with pool_lock:
-                    pool.append(ws)
-            build_s = time.perf_counter() - t_build0
+        kernel = trial_kernel()
+        compiled = kernel.take_built()
+        ws = take_ws()
+        try:
+            args = self._args(plans[0], ws, 0, 0, 0)
+            kind = kernel.kind if kernel.fits(args) else "jit"  # 8-byte records: the JIT kernel
+            if kind == "jit" and not kernel.jit.overloads:
+                compiled = self._build(kernel, args)
+        finally:
+            with pool_lock:
+                pool.append(ws)
+        build_s = time.perf_counter() - t_build0
         t_start = time.perf_counter()
 
         done = [0]
@@ -717,7 +723,7 @@ class EventEngine(Engine):
             try:
                 lo, hi = plan.lo_hi[j]
                 t = time.perf_counter()
-                out = self._kernel(plan, ws, lo, hi, plan.model.n_steps)
+                out = self._kernel(kernel, plan, ws, lo, hi, plan.model.n_steps)
                 kernel_s = time.perf_counter() - t
                 sp_idx, sp_step, n_sp, reached, first_in, first_sp, n_reached, kind, onset, counters = out
                 order = plan.packed.order
@@ -755,6 +761,7 @@ class EventEngine(Engine):
             sim_s = wall * share
             details = self._details(plan, mine, n_threads)
             details["compiled"] = compiled and i == 0
+            details["kernel"] = kind
             if len(plans) > 1:
                 details["batch"] = {"n_conditions": len(plans), "index": i, "sim_s": wall, "n_threads": n_threads}
             trial, idx, step = self._spikes(plan, mine)
@@ -762,7 +769,7 @@ class EventEngine(Engine):
             details["timings_s"] = {"inputs": plan.inputs_s, "simulate": sim_s,
                                     "total": setup_s + sim_s + (build_s if i == 0 else 0.0)}
             record = RunRecord(setup_s=setup_s, build_s=build_s if i == 0 else 0.0, sim_s=sim_s, device="cpu",
-                               details=details)
+                               details=details, choices=[f"numba's JIT kernel: {kernel.note}"] if kernel.note else [])
             results.append(EngineOutput(trial, idx, step, record))
         return results
 
@@ -778,7 +785,7 @@ class EventEngine(Engine):
         f_tr, f_idx, f_in, f_sp, f_lat = [], [], [], [], []
         runaway, runaway_by_trial, onsets = [], [], []
         counters = np.zeros(5, np.int64)
-        names = {K.RUNAWAY_BOUND: "activity bound", K.RUNAWAY_SUSTAINED: "sustained without input"}
+        names = {R.RUNAWAY_BOUND: "activity bound", R.RUNAWAY_SUSTAINED: "sustained without input"}
         for k, (_, _, front, kind, onset, cnt, onset_kick, _) in zip(plan.trials, outs):
             r_idx, r_in, r_sp = front
             f_tr.append(np.full(r_idx.shape[0], k, np.int32))

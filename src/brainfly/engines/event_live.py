@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ValidationError
 from . import _event_kernels as K
+from . import _event_records as R
 from .event import EventEngine, packed_network
 
 __all__ = ["EventStepper", "HORIZON_STEPS", "count_window"]
@@ -101,7 +102,7 @@ def count_window(pos_of, idx, steps, n0, n_stop, ring, counts):
 
 @njit(cache=False)
 def _with_buffers(ws, step_ptr, sp_idx, sp_step, e_nrn, e_step, e_next):
-    return K.Workspace(ws.hot, ws.flags, ws.meta, ws.pred, ws.head, e_nrn, e_step, e_next, sp_idx, sp_step,
+    return R.Workspace(ws.hot, ws.flags, ws.meta, ws.pred, ws.head, e_nrn, e_step, e_next, sp_idx, sp_step,
                        step_ptr, ws.touched, ws.slot_of, ws.slot_nrn, ws.nrn_rfc, ws.nrn_orig, ws.nrn_drv,
                        ws.nrn_inh, ws.row, ws.syn2, ws.state)
 
@@ -128,9 +129,9 @@ def _advance(live, n_stop, dt):
         ws = _with_buffers(ws, step_ptr, ws.sp_idx, ws.sp_step, ws.e_nrn, ws.e_step, ws.e_next)
     fresh = not live.started
     finish = live.n < 0  # never (a typed False: a literal would make another kernel signature)
-    sp_first = 0 if fresh else ws.state[K.ST_N_SP]
-    span = K.Span(live.n, n_stop, live.step0, fresh, finish)
-    out = K.run_trial(live.network, live.neurons, live.model, live.tables, K.Drive(kick_idx, kick_step), ws,
+    sp_first = 0 if fresh else ws.state[R.ST_N_SP]
+    span = R.Span(live.n, n_stop, live.step0, fresh, finish)
+    out = K.run_trial(live.network, live.neurons, live.model, live.tables, R.Drive(kick_idx, kick_step), ws,
                       live.runaway, span)
     sp_idx = out[0]
     sp_step = out[1]
@@ -164,12 +165,12 @@ def _advance(live, n_stop, dt):
             sp_step[p] = sp_step[p0 + p]
         for q in range(n_stop - new0 + 1):
             step_ptr[q] = step_ptr[q + shift] - p0
-        ws.state[K.ST_N_SP] = m
+        ws.state[R.ST_N_SP] = m
         live.step0 = new0
     live.ws = ws
     live.n = n_stop
     live.started = True
-    return fids, steps, rates, ws.state[K.ST_RUNAWAY_KIND]
+    return fids, steps, rates, ws.state[R.ST_RUNAWAY_KIND]
 
 
 class EventStepper:
@@ -202,7 +203,7 @@ class EventStepper:
         # releases at max(rfc, 1) steps after a spike: both kinds always (a neuron may be
         # activated later)
         rel = np.unique(np.array([1, max(r, 1)], np.int64))
-        self.neurons = K.Neurons(rfc, driven, rel, np.zeros(n, np.bool_))
+        self.neurons = R.Neurons(rfc, driven, rel, np.zeros(n, np.bool_))
         self.model, self.tables = engine.model_and_tables(co, params, int(params.delay_steps), HORIZON_STEPS)
         self.runaway = engine.runaway(params, quiet=False)  # (the quiet criterion needs the whole input)
         # the steps a delivery or a release reads back, and a margin
@@ -210,12 +211,12 @@ class EventStepper:
         self._ring = int(engine.options.ring_steps)
         ws = self._fresh_ws()
         network = self.packed.network
-        cls = _live_class(network, self.neurons, self.model, self.tables, K.Workspace(**ws), self.runaway, order)
+        cls = _live_class(network, self.neurons, self.model, self.tables, R.Workspace(**ws), self.runaway, order)
         self._cls = cls
         self.fid = np.ascontiguousarray(connectome.flywire_ids[order], np.int64)
         self.readout = np.asarray(readout, np.int64)
         self.window_steps = int(window_steps)
-        self.live = cls(network, self.neurons, self.model, self.tables, K.Workspace(**ws), self.runaway, order,
+        self.live = cls(network, self.neurons, self.model, self.tables, R.Workspace(**ws), self.runaway, order,
                         self.window, self.fid, *self._readout_arrays())
         self.dt = float(params.dt_s)
         self._pending: set[int] = set()  # internal indices to activate when not refractory
@@ -228,12 +229,12 @@ class EventStepper:
 
     def _fresh_ws(self) -> dict:
         n = self.n_neurons
-        ws = K.new_workspace(n, self._ring)
+        ws = R.new_workspace(n, self._ring)
         net = self.packed.network
-        ws["touched"] = K._huge_zeros(2 * n + 2 + self.packed.max_row, np.int64)
-        ws["syn2"] = K._huge_zeros(net.syn.shape[0], net.syn.dtype, prefault=2 << 20)
+        ws["touched"] = R._huge_zeros(2 * n + 2 + self.packed.max_row, np.int64)
+        ws["syn2"] = R._huge_zeros(net.syn.shape[0], net.syn.dtype, prefault=2 << 20)
         ws["step_ptr"] = np.zeros(self.window + 1024, np.int64)
-        ws["state"] = np.zeros(K.STATE_WIN + max(self.runaway.window, 1), np.int64)
+        ws["state"] = np.zeros(R.STATE_WIN + max(self.runaway.window, 1), np.int64)
         return ws
 
     # ------------------------------------------------------------------ stepping
@@ -264,7 +265,7 @@ class EventStepper:
     def runaway_state(self) -> tuple[int, int]:
         """(kind, onset step) of the runaway detection so far (0, -1: none)."""
         st = self.live.ws.state
-        return int(st[K.ST_RUNAWAY_KIND]), int(st[K.ST_RUNAWAY_ONSET])
+        return int(st[R.ST_RUNAWAY_KIND]), int(st[R.ST_RUNAWAY_ONSET])
 
     # ------------------------------------------------------------------ changes between calls
     def silence(self, idx: np.ndarray, on: bool) -> None:
@@ -299,8 +300,8 @@ class EventStepper:
     def save(self) -> dict[str, Any]:
         """A copy of the whole state (workspace, neurons' settings, step)."""
         ws = self.live.ws
-        n_syn2 = int(ws.state[K.ST_N_SYN2]) if self.live.started else 0
-        arrays = {name: np.array(getattr(ws, name)) for name in K.Workspace._fields if name != "syn2"}
+        n_syn2 = int(ws.state[R.ST_N_SYN2]) if self.live.started else 0
+        arrays = {name: np.array(getattr(ws, name)) for name in R.Workspace._fields if name != "syn2"}
         arrays["syn2"] = np.array(ws.syn2[:n_syn2])
         nr = self.live.neurons
         return {"ws": arrays, "syn2_len": int(ws.syn2.shape[0]), "rfc": nr.rfc.copy(), "driven": nr.driven.copy(),
@@ -311,14 +312,14 @@ class EventStepper:
     def restore(self, snap: dict[str, Any]) -> None:
         """Continue from a :meth:`save` (which stays usable)."""
         ws = {name: np.array(a) for name, a in snap["ws"].items() if name != "syn2"}
-        syn2 = K._huge_zeros(snap["syn2_len"], self.packed.network.syn.dtype)
+        syn2 = R._huge_zeros(snap["syn2_len"], self.packed.network.syn.dtype)
         syn2[:snap["ws"]["syn2"].shape[0]] = snap["ws"]["syn2"]
         ws["syn2"] = syn2
         nr = self.live.neurons
         nr.rfc[:] = snap["rfc"]
         nr.driven[:] = snap["driven"]
         nr.silenced[:] = snap["silenced"]
-        self.live.ws = K.Workspace(**ws)
+        self.live.ws = R.Workspace(**ws)
         self.live.n = snap["n"]
         self.n = snap["n"]
         self.live.step0 = snap["step0"]
@@ -337,7 +338,7 @@ class EventStepper:
         act = self.relabel[np.asarray(activated, np.int64)]
         nr.rfc[act] = 0
         nr.driven[act] = True
-        self.live.ws = K.Workspace(**self._fresh_ws())
+        self.live.ws = R.Workspace(**self._fresh_ws())
         _, ring = self._readout_arrays()
         self.live.ring = ring
         self.live.counts = np.zeros(ring.shape[1], np.int64)
