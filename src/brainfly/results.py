@@ -165,6 +165,9 @@ class SpikeResult:
         order = event_order(t, s, i)  # (engines return sorted spikes: an O(n) check)
         if order is not None:
             t, i, s = t[order], i[order], s[order]
+        for arr in (t, i, s):
+            if arr.flags.writeable and arr.flags.owndata:
+                arr.setflags(write=False)  # the spikes do not change (derived figures are kept)
         self.trial, self.idx, self.step = t, i, s
         self.flywire_ids = np.asarray(self.flywire_ids, dtype=np.int64)
         self.trials = sorted(int(k) for k in self.trials)
@@ -219,7 +222,20 @@ class SpikeResult:
         return np.searchsorted(np.asarray(self.trials, dtype=np.int64), self.trial).astype(np.int64)
 
     def _active_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(active idx, int64 counts of shape (n_trials, n_active)): spikes per trial and active neuron."""
+        """(active idx, int64 counts of shape (n_trials, n_active)): spikes per trial and active neuron.
+
+        Kept for the spikes it was computed from (the same read-only arrays and trials):
+        the rates file, the summary and the rate table each need it."""
+        basis = (self.trial, self.idx, tuple(self.trials), self.n_neurons)
+        kept = self.__dict__.get("_counts_kept")
+        if (kept is not None and kept[0][0] is basis[0] and kept[0][1] is basis[1] and kept[0][2:] == basis[2:]
+                and not (basis[0].flags.writeable or basis[1].flags.writeable)):
+            return kept[1]
+        counts = self._count_active()
+        self.__dict__["_counts_kept"] = (basis, counts)
+        return counts
+
+    def _count_active(self) -> tuple[np.ndarray, np.ndarray]:
         active = self.active_idx()
         col = np.zeros(self.n_neurons, dtype=np.int64)
         col[active] = np.arange(active.shape[0])

@@ -821,4 +821,6 @@ class EventEngine(Engine):
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0].astype(dtype, copy=False)  # (one trial: no copy)
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
