@@ -233,7 +233,8 @@ class TrialKernel:
         return self.jit(*args)
 
     def __repr__(self) -> str:
-        return f"TrialKernel({self.kind}{', ' + str(self.path) if self.path else ''}{', ' + self.note if self.note else ''})"
+        where = [str(self.path)] if self.path else [self.note] if self.note else []
+        return f"TrialKernel({', '.join([self.kind, *where])})"
 
 
 _KERNEL: TrialKernel | None = None
@@ -356,8 +357,8 @@ def _is_building(key: str) -> bool:
     return False
 
 
-def _build_command(force: bool) -> list[str]:
-    return [sys.executable, "-m", "brainfly.engines._event_build", *(["--force"] if force else [])]
+def _build_command(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "brainfly.engines._event_build", *flags]
 
 
 def start_background_build(key: str | None = None) -> Path:
@@ -366,11 +367,11 @@ def start_background_build(key: str | None = None) -> Path:
     key = key or kernel_key()
     log_path = kernel_dir() / f"event-kernel-{key}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("event engine: compiling its kernel ahead of time in a background process (about 15 s; the runs "
-             "after it start without numba; log: %s)", log_path)
+    log.info("event engine: compiling its kernel ahead of time in a background process (about 15 s, at a low "
+             "priority; the runs after it start without numba; log: %s)", log_path)
     with open(log_path, "w") as out:
-        subprocess.Popen(_build_command(False), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True, close_fds=True)
+        subprocess.Popen(_build_command("--background"), stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     return log_path
 
 
@@ -389,7 +390,8 @@ def build(key: str | None = None, *, force: bool = False, echo: bool = False) ->
     log.info("event engine: compiling its kernel for this machine, once (about 15 s)")
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(_build_command(force), capture_output=not echo, text=True, timeout=BUILD_TIMEOUT_S)
+        proc = subprocess.run(_build_command(*(["--force"] if force else [])), capture_output=not echo, text=True,
+                              timeout=BUILD_TIMEOUT_S)
         output = "" if echo else (proc.stdout or "") + (proc.stderr or "")
         reason = f"exit status {proc.returncode}"
         ok = proc.returncode == 0

@@ -1,4 +1,4 @@
-"""Build the event engine's kernel ahead of time: ``python -m brainfly.engines._event_build [--force]``.
+"""Build the event engine's kernel ahead of time: ``python -m brainfly.engines._event_build``.
 
 The child process of :mod:`brainfly.engines._event_aot` (in the background after a first
 run, or in the foreground for ``brainfly install event-kernel``): it compiles
@@ -10,6 +10,7 @@ its flags, set for the build) never touch the process that asked for it.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ._event_aot import build_here
@@ -19,13 +20,16 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build (``--force``: even if it is built); exit status 0 on success."""
+    """Build (``--force``: even if it is built; ``--background``: at a low CPU priority, so
+    that it yields to the run that started it); exit status 0 on success."""
     args = sys.argv[1:] if argv is None else argv
-    if args not in ([], ["--force"]):
-        print("usage: python -m brainfly.engines._event_build [--force]", file=sys.stderr)
+    if not set(args) <= {"--force", "--background"}:
+        print("usage: python -m brainfly.engines._event_build [--force] [--background]", file=sys.stderr)
         return 2
+    if "--background" in args and hasattr(os, "nice"):
+        os.nice(10)
     try:
-        path = build_here(EventEngine().warm_up_args(), force=args == ["--force"])
+        path = build_here(EventEngine().warm_up_args(), force="--force" in args)
     except Exception as exc:  # noqa: BLE001 - recorded in failed.txt beside the key
         print(f"event kernel: build failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
