@@ -220,3 +220,15 @@ print(json.dumps({"numba": "numba" in sys.modules, "kernel": res.meta["kernel"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and str(built[0]) in proc.stdout, proc.stderr[-3000:]
     assert list(folder.glob("brainfly_event_kernel*")) == built
+
+
+def test_a_kernel_folder_that_cannot_be_written_leaves_the_jit_kernel(tmp_path, fresh_kernel):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    fresh_kernel.setenv(_event_aot.DIR_ENV, str(blocker / "kernels"))
+    kernel = _event_aot.trial_kernel()
+    assert kernel.kind == "jit" and _event_aot.DIR_ENV in kernel.note
+    net, driven = random_network(60, 6, seed=1)
+    res = get_engine("event").run(net, Experiment(name="ro", stimuli=(StimulusSet(
+        tuple(net.flywire_ids[driven].tolist()), 150.0),), t_run=0.05, n_trials=1))
+    assert res.n_spikes > 0 and res.meta["kernel"] == "jit"

@@ -384,8 +384,10 @@ def _configure_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"(?!brainfly)")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         logging.getLogger("brian2").setLevel(logging.ERROR)
-        # what a first run does that takes time (compiling the event kernels once) is said
+        # what a first run does that takes time (compiling the event kernels once, building
+        # the compiled one in the background) is said
         logging.getLogger("brainfly.engines.event").setLevel(logging.INFO)
+        logging.getLogger("brainfly.engines._event_aot").setLevel(logging.INFO)
         logging.getLogger("numba").setLevel(logging.WARNING)
 
 

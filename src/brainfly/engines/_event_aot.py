@@ -287,8 +287,12 @@ def _resolve() -> TrialKernel:
     if failed.exists():
         return TrialKernel("jit", note=f"building the compiled kernel failed (see {failed}; "
                                        "`brainfly install event-kernel` tries again)")
-    if not _is_building(key):
-        start_background_build(key)
+    try:
+        if not _is_building(key):
+            start_background_build(key)
+    except OSError as exc:  # e.g. a kernel folder this process cannot write to
+        return TrialKernel("jit", note=f"the compiled kernel cannot be built in {kernel_dir()} ({exc}; set "
+                                       f"${DIR_ENV} to a writable folder)")
     return TrialKernel("jit", note="the compiled kernel is being built in the background (for the next runs)")
 
 
@@ -387,6 +391,10 @@ def build(key: str | None = None, *, force: bool = False, echo: bool = False) ->
     """
     key = key or kernel_key()
     folder = _folder(key)
+    path = _module_path(folder)
+    if not force and path.exists() and (folder / "manifest.json").exists() and not _is_building(key):
+        log.info("event engine: its compiled kernel is built already (%s)", path)
+        return path
     log.info("event engine: compiling its kernel for this machine, once (about 15 s)")
     t0 = time.perf_counter()
     try:
@@ -397,7 +405,6 @@ def build(key: str | None = None, *, force: bool = False, echo: bool = False) ->
         ok = proc.returncode == 0
     except (OSError, subprocess.TimeoutExpired) as exc:
         output, reason, ok = "", str(exc), False
-    path = _module_path(folder)
     if ok and path.exists():
         log.info("event engine: kernel compiled in %.1f s (%s)", time.perf_counter() - t0, path)
         return path
