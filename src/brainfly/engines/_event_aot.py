@@ -56,8 +56,8 @@ import numpy as np
 from .._io import atomic_write, digest_text, fsync_dir, sha256_file, umask_mode
 from ..errors import EngineUnavailable
 
-__all__ = ["TrialKernel", "trial_kernel", "kernel_dir", "kernel_key", "build", "build_here", "compile_module",
-           "start_background_build", "MODE_ENV", "DIR_ENV", "BUILD_VERSION", "KernelBuildError"]
+__all__ = ["TrialKernel", "trial_kernel", "kernel_dir", "kernel_key", "installed_version", "build", "build_here",
+           "compile_module", "start_background_build", "MODE_ENV", "DIR_ENV", "BUILD_VERSION", "KernelBuildError"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def kernel_dir() -> Path:
     return Path(platformdirs.user_cache_dir("brainfly")) / "kernels"
 
 
-def _dist_version(name: str) -> str:
+def installed_version(name: str) -> str:
     """An installed distribution's version from its ``*.dist-info`` folder name, without
     importing it (``importlib.metadata`` scans all of ``sys.path``: ~0.1 s)."""
     spec = importlib.util.find_spec(name)
@@ -133,7 +133,7 @@ def kernel_key() -> str:
     here = Path(__file__).resolve().parent
     sources = [(here / name).read_text(encoding="utf-8") for name in SOURCES]
     return digest_text(str(BUILD_VERSION), *sources, sys.version, sysconfig.get_config_var("EXT_SUFFIX") or "",
-                       np.__version__, _dist_version("numba"), _dist_version("llvmlite"), _cpu())[:20]
+                       np.__version__, installed_version("numba"), installed_version("llvmlite"), _cpu())[:20]
 
 
 def _folder(key: str) -> Path:
@@ -504,7 +504,7 @@ def compile_module(args: tuple, dest: str | Path) -> Path:
     module = _module_path(dest)
     manifest = {"layout": _layout(args), "module_size": module.stat().st_size, "module_sha256": sha256_file(module),
                 "key": kernel_key(), "cpu_name": cpu_name, "cpu": _cpu(),
-                "numba": numba.__version__, "llvmlite": _dist_version("llvmlite"),
+                "numba": numba.__version__, "llvmlite": installed_version("llvmlite"),
                 "numpy": np.__version__, "python": sys.version, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write(dest / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
     return module

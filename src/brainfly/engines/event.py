@@ -3,8 +3,9 @@
 It gives the Brian2 reference's spikes, spike for spike, but its cost grows with the number
 of synaptic events, not with neurons x steps: between inputs a neuron's trajectory is in
 closed form, so only the neurons that receive input are touched, and a crossing of the
-threshold is predicted, not stepped to. Trials run in parallel threads (numba kernels that
-release the GIL, :mod:`brainfly.engines._event_kernels`); the same seed gives the same
+threshold is predicted, not stepped to. Trials run in parallel threads (a kernel that
+releases the GIL: :mod:`brainfly.engines._event_kernels`, compiled ahead of time by
+:mod:`brainfly.engines._event_aot` or just in time by numba); the same seed gives the same
 spikes whatever the number of threads. Units inside: volts and integer steps.
 
 The algorithm, why it is exact, and what ``result.meta`` holds beyond the common layout
@@ -40,7 +41,7 @@ from ..errors import ValidationError
 from ..experiment import Experiment, StimulusSet
 from ..schedule import InputSchedule
 from . import _event_records as R
-from ._event_aot import TrialKernel, _dist_version, trial_kernel
+from ._event_aot import TrialKernel, installed_version, trial_kernel
 from .base import (Engine, EngineOptions, EngineOutput, ProgressCallback, RunRecord, SimulationInput, prepare,
                    register_engine)
 
@@ -450,7 +451,7 @@ class EventEngine(Engine):
 
     def versions(self) -> dict[str, str]:
         """numba's and numpy's versions (numba read from its installed files, not imported)."""
-        return {"numba": _dist_version("numba"), "numpy": np.__version__}
+        return {"numba": installed_version("numba"), "numpy": np.__version__}
 
     def validate(self, sim: SimulationInput) -> None:
         """The base checks, and a trial shorter than 2**31 - 1024 steps."""
