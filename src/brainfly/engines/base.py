@@ -78,6 +78,9 @@ CAPABILITIES = frozenset({
     "multi_rate",       # several stimulus sets with different rates
     "float64",          # computes in float64
     "batch",            # run_many runs several conditions together (not one after another)
+    # its Poisson input is the shared draws of draw_poisson (SimulationInput.kicks): the same
+    # seed gives it the kicks every such engine gets (Brian2's own PoissonInput does not)
+    "shared_draws",
 })
 
 ProgressCallback = Callable[[int, int], None]  # (trials done, trials total)

@@ -431,7 +431,8 @@ class EventEngine(Engine):
 
     name = "event"
     exact = True
-    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "batch"})
+    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "batch",
+                              "shared_draws"})
     description = "exact event-driven CPU engine (numba); cost grows with synaptic events"
     Options = EventOptions
     trials_per_chunk = 32  # a trial-second costs milliseconds: keep all threads busy per chunk

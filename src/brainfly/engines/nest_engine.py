@@ -363,7 +363,7 @@ class NestEngine(Engine):
 
     name: ClassVar[str] = "nest"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
+        {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "shared_draws"})
     exact: ClassVar[bool] = True
     description: ClassVar[str] = "NEST 3.10 (CPU) with brainfly's compiled node model brainfly_lif (exact)"
     Options: ClassVar[type[EngineOptions]] = NestOptions
@@ -456,7 +456,7 @@ class NestStockEngine(NestEngine):
     description: ClassVar[str] = "NEST 3.10 (CPU) with the stock iaf_psc_exp (approximate: fails the statistical tier)"
     # no "schedule": it cannot replay a schedule exactly (kicks in a spike step are not dropped)
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"poisson", "silencing", "silencing_both", "multi_rate", "float64"})
+        {"poisson", "silencing", "silencing_both", "multi_rate", "float64", "shared_draws"})
     _stock: ClassVar[bool] = True
 
 

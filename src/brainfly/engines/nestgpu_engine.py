@@ -257,7 +257,7 @@ class NestGpuEngine(Engine):
 
     name: ClassVar[str] = "nestgpu"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64"})
+        {"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "shared_draws"})
     exact: ClassVar[bool] = False
     description: ClassVar[str] = "NEST GPU (CUDA) with brainfly's node model brainfly_lif (float64 state)"
     Options: ClassVar[type[EngineOptions]] = NestGpuOptions

@@ -298,7 +298,7 @@ def test_reference_spikes(engine: Any, reference: Any, case_name: str, tmp_path:
     assert_same_spikes(res, ref, f"case {case_name} ({case.note})")
 
 
-@requires("schedule", "poisson", "multi_rate")
+@requires("schedule", "poisson", "multi_rate", "shared_draws")
 def test_reference_poisson_replay(engine: Any, reference: Any, seed: int, tmp_path: Path) -> None:
     """The shared Poisson draws (draw_poisson) replayed as a schedule give Brian2's spikes on
     a small random network with two rates."""

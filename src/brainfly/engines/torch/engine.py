@@ -239,7 +239,8 @@ class TorchEngine(Engine):
     """
 
     name = "torch"
-    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "batch"})
+    capabilities = frozenset({"poisson", "schedule", "silencing", "silencing_both", "multi_rate", "float64", "batch",
+                              "shared_draws"})
     exact = True  # the default configuration (CPU, float64, sequential delivery)
     description = "batched PyTorch engine (CPU/CUDA); float64 exact mode, float32 fast mode"
     Options = TorchOptions
