@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -369,8 +369,16 @@ class SpikeResult:
         table = pa.Table.from_arrays(arrays, names=list(SPIKE_COLUMNS))
         return table.replace_schema_metadata({b"brainfly": json.dumps(self.header(), default=str).encode()})
 
-    def write_parquet(self, path: str | Path) -> Path:
+    def write_parquet(self, path: str | Path, *, before_rename: Callable[[], Any] | None = None) -> Path:
         """Write the spikes (paper columns) atomically; metadata goes into the file's schema.
+
+        Parameters
+        ----------
+        path : str or Path
+        before_rename : callable, optional
+            Called once the file is written, before it takes its name (an exception there
+            leaves no file): the runner finishes the run's other files in it, so that a
+            spike file still means a complete run.
 
         Returns
         -------
@@ -379,10 +387,15 @@ class SpikeResult:
         import pyarrow.parquet as pq
 
         table = self.to_arrow()
-        # dictionary pages only where values repeat (IDs, trials, the name), statistics only
-        # for trial (readers filter by trial): 2.5x faster to write than pyarrow's defaults
-        return atomic_write(path, lambda tmp: pq.write_table(
-            table, tmp, use_dictionary=["trial", "flywire_id", "exp_name"], write_statistics=["trial"]))
+
+        def write(tmp: Path) -> None:
+            # dictionary pages only where values repeat (IDs, trials, the name), statistics
+            # only for trial (readers filter by trial): 2.5x faster to write than the defaults
+            pq.write_table(table, tmp, use_dictionary=["trial", "flywire_id", "exp_name"], write_statistics=["trial"])
+            if before_rename is not None:
+                before_rename()
+
+        return atomic_write(path, write)
 
     @classmethod
     def read_parquet(cls, path: str | Path, flywire_ids: np.ndarray | None = None) -> "SpikeResult":
@@ -467,10 +480,16 @@ class SpikeResult:
         cols = self._front_columns()
         return None if cols is None else _write_columns(cols, path, header=self._file_header())
 
-    def _front_columns(self) -> dict[str, np.ndarray] | None:
+    @property
+    def has_propagation_front(self) -> bool:
+        """Whether the engine recorded the propagation front (first input and spike steps)."""
         front = self.meta.get("first_spike_step")
-        if not isinstance(front, dict) or not isinstance(front.get("idx"), np.ndarray):
+        return isinstance(front, dict) and isinstance(front.get("idx"), np.ndarray)
+
+    def _front_columns(self) -> dict[str, np.ndarray] | None:
+        if not self.has_propagation_front:
             return None
+        front = self.meta["first_spike_step"]
         lat = np.asarray(front["latency_steps"], dtype=np.float64)
         return {
             "trial": np.asarray(front["trial"], dtype=np.int64),

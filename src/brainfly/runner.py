@@ -27,6 +27,8 @@ benchmark grid, and screens. The runner
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import copy
 import json
 import logging
@@ -341,12 +343,20 @@ def _provenance(result: SpikeResult, experiment: Experiment, connectome: Connect
 
 
 def _write_outputs(result: SpikeResult, paths: dict[str, Path]) -> None:
-    written = {"spikes": str(paths["spikes"]), "rates": str(paths["rates"])}
-    if result.write_propagation_front(paths["front"]) is not None:  # None: the engine records no front
-        written["front"] = str(paths["front"])
-    result.meta["outputs"] = written
-    result.write_rates(paths["rates"])
-    result.write_parquet(paths["spikes"])  # last: a spike file means the run's files are complete
+    front = result.has_propagation_front  # (an engine that records none: no front file)
+    result.meta["outputs"] = {"spikes": str(paths["spikes"]), "rates": str(paths["rates"]),
+                              **({"front": str(paths["front"])} if front else {})}
+
+    def others() -> None:
+        if front:
+            result.write_propagation_front(paths["front"])
+        result.write_rates(paths["rates"])
+
+    # the front and the rates are written while the spikes are (pyarrow encodes without the
+    # GIL); the spike file takes its name last: a spike file means the run's files are complete
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="brainfly-write") as pool:
+        pending = pool.submit(others)
+        result.write_parquet(paths["spikes"], before_rename=pending.result)
 
 
 # -------------------------------------------------------------------- the runner

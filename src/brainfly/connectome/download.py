@@ -22,7 +22,6 @@ import shutil
 import sys
 from typing import Any
 import urllib.error
-import urllib.request
 
 from ..errors import ChecksumError, DownloadError, ValidationError, suggest
 from .cache import downloads_dir, file_sha256
@@ -124,6 +123,8 @@ class _ResumingDownloader:
         headers = {"User-Agent": "brainfly (https://github.com/philshiu/Drosophila_brain_model data)"}
         if start:
             headers["Range"] = f"bytes={start}-"
+        import urllib.request  # (with http.client and email: ~30 ms that a run without a download does not pay)
+
         req = urllib.request.Request(url, headers=headers)
         try:
             resp_cm = urllib.request.urlopen(req, timeout=self.timeout_s)
@@ -160,6 +161,8 @@ class _ResumingDownloader:
 
 def is_url_reachable(url: str, timeout_s: float = 3.0) -> bool:
     """True if a HEAD request to *url* succeeds within *timeout_s* seconds."""
+    import urllib.request  # (see _ResumingDownloader._fetch)
+
     req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "brainfly"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
