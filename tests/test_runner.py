@@ -49,6 +49,25 @@ def test_run_writes_spikes_and_rates_atomically(echo_engine, tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".part")]
 
 
+def test_no_spike_file_unless_the_other_files_are_written(echo_engine, tmp_path, monkeypatch):
+    """The rates and front files are written beside the spike file's encoding; the spike
+    file takes its name only after both: one that fails leaves no spike file (and a run
+    again writes all three)."""
+    out = tmp_path / "spikes.parquet"
+
+    def broken(self, path, names=True):
+        raise OSError("disk full (test)")
+
+    with monkeypatch.context() as m:
+        m.setattr(SpikeResult, "write_rates", broken)
+        with pytest.raises(OSError, match="disk full"):
+            run(exp(), data=net(), engine=echo_engine.name, out=out, progress=False)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    res = run(exp(), data=net(), engine=echo_engine.name, out=out, progress=False)
+    assert out.exists() and output_paths(out)["rates"].exists()
+    assert SpikeResult.read_parquet(out).n_spikes == res.n_spikes
+
+
 @pytest.mark.parametrize("bad, error", [
     (dict(stimuli=(StimulusSet((99,), 100.0),)), UnknownNeuronError),
 ])
