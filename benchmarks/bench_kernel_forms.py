@@ -3,8 +3,8 @@
 Both are compiled from the same source (``brainfly.engines._event_kernels.run_trial``); this
 checks that the compiled one is as fast and gives the same spikes. In one process, on the
 same inputs (the sugar experiment on the full-size synthetic brain, or ``--data``), one
-thread, alternating the two forms ``--repeat`` times: kernel time only (the calls of
-``run_trial`` for all trials, records built outside the clock), median and best of each,
+thread, alternating the two forms ``--repeat`` times: kernel time only (the engine's calls
+of ``run_trial`` for all trials, with the building of their records), median and best of each,
 and whether every trial's spikes are identical. Builds the compiled kernel first if need be.
 
 Usage::
@@ -40,11 +40,9 @@ def _trials(kernel: Callable[..., tuple], eng: Any, plan: Any, ws: dict) -> tupl
     """Kernel seconds for all trials of *plan*, and each trial's (neurons, steps)."""
     total, spikes = 0.0, []
     for lo, hi in plan.lo_hi:
-        rec = eng._args(plan, ws, lo, hi, plan.model.n_steps)
-        t0 = time.perf_counter()
-        out = kernel(*rec)
+        t0 = time.perf_counter()  # (the records are built inside the clock, the same for both forms)
+        out = eng._kernel(kernel, plan, ws, lo, hi, plan.model.n_steps)
         total += time.perf_counter() - t0
-        ws["sp_idx"], ws["sp_step"], ws["e_nrn"], ws["e_step"], ws["e_next"] = out[0], out[1], out[10], out[11], out[12]
         spikes.append((out[0][:out[2]].copy(), out[1][:out[2]].copy()))
     return total, spikes
 

@@ -192,8 +192,6 @@ class TrialKernel:
         The compiled module.
     note : str
         Why the JIT kernel is used, where it is ("" otherwise).
-    built : bool
-        The module was built by this process, in the foreground (not loaded).
     """
 
     def __init__(self, kind: str, function: Callable[..., tuple] | None = None, layout: list | None = None,
@@ -203,12 +201,11 @@ class TrialKernel:
         self.note = note
         self._function = function
         self._layout = layout or []
-        self.built = False
-        self._built_unreported = False
+        self._built_here = False  # built by this process in the foreground, not yet reported
 
     def take_built(self) -> bool:
-        """True once, for the first caller after this process built the module."""
-        out, self._built_unreported = self._built_unreported, False
+        """True once, for the first caller after this process built the module (not loaded it)."""
+        out, self._built_here = self._built_here, False
         return out
 
     @property
@@ -228,9 +225,7 @@ class TrialKernel:
         return self._function is not None or bool(self.jit.overloads)
 
     def __call__(self, *args: Any) -> tuple:
-        if self._function is not None and _fits(self._layout, _layout(args)):
-            return self._function(*args)
-        return self.jit(*args)
+        return self._function(*args) if self.fits(args) else self.jit(*args)
 
     def __repr__(self) -> str:
         where = [str(self.path)] if self.path else [self.note] if self.note else []
@@ -281,7 +276,7 @@ def _resolve() -> TrialKernel:
         kernel = _load(folder)
         if kernel is None:
             raise KernelBuildError(f"the event kernel's compiled module in {folder} cannot be loaded")
-        kernel.built = kernel._built_unreported = True
+        kernel._built_here = True
         return kernel
     failed = folder / "failed.txt"
     if failed.exists():

@@ -597,7 +597,7 @@ class EventEngine(Engine):
         """
         kernel = trial_kernel()
         if kernel.kind == "aot":
-            return kernel.built
+            return kernel.take_built()
         if kernel.ready:
             return False
         return self._build(kernel, self.warm_up_args())
